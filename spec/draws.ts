@@ -31,6 +31,18 @@ export const DRAWS = Object.freeze({
   pqxdhAccept: [],
   /** WP-DR-06: a receiving DH ratchet step draws the new sending ratchet key. */
   dhRatchetStep: [{ purpose: 'new sending ratchet key', bytes: 32 }],
+  /** A registration id: two bytes, reduced to 1..16380 (libsignal's range). */
+  generateRegistrationId: [{ purpose: 'registration id', bytes: 2 }],
+  /** A signed prekey: its key pair, then the XEdDSA nonce of its signature. */
+  generateSignedPreKey: [
+    { purpose: 'X25519 private key', bytes: 32 },
+    { purpose: 'XEdDSA nonce Z', bytes: 64 },
+  ],
+  /** A Kyber prekey: its key pair seed, then the XEdDSA nonce of its signature. */
+  generateKyberPreKey: [
+    { purpose: 'Kyber-1024 keygen seed d‖z', bytes: 64 },
+    { purpose: 'XEdDSA nonce Z', bytes: 64 },
+  ],
   /** Encrypting a message draws nothing (the IV comes from the message-key KDF). */
   ratchetEncrypt: [],
 } satisfies Record<string, readonly Draw[]>);

@@ -1,0 +1,12 @@
+/**
+ * impl/: the plain reference implementation. Every protocol decision as synchronous functions over
+ * plain data; see WHITEPAPER.md for the rules each module cites.
+ * @module
+ */
+export * from './session-state.js';
+export * from './prekeys.js';
+export * from './pqxdh.js';
+export * from './double-ratchet.js';
+export * from './session-record.js';
+export * from './state-codec.js';
+export * from './abstract.js';
