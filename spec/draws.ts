@@ -1,6 +1,6 @@
 /**
  * The order and size of every random draw each operation makes (WP-KEYS-09). Two engines fed the
- * same {@link Rng} stream produce the same bytes only if they draw identically; this table is the
+ * same `Rng` stream (spec/rng.ts) produce the same bytes only if they draw identically; this table is the
  * contract, and tests record the draws an engine makes and compare them with it.
  * @module
  */
