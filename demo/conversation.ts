@@ -79,15 +79,23 @@ function deliver(flight: InFlight, note = ''): void {
   const { to } = flight;
   const result = decryptMessage(env, to.record, to.prekeys, flight.message);
   if (!result.ok) {
-    say(`${to.name} rejects ${flight.label}${note}: ${result.error.code} (${result.error.rule}) — state unchanged`);
+    say(
+      `${to.name} rejects ${flight.label}${note}: ${result.error.code} (${result.error.rule}) — state unchanged`,
+    );
     return;
   }
-  const created = to.record.current === null || result.value.record.current?.aliceBaseKey !== to.record.current.aliceBaseKey;
+  const created =
+    to.record.current === null ||
+    result.value.record.current?.aliceBaseKey !== to.record.current.aliceBaseKey;
   const usedPreKeys = to.prekeys.oneTimePreKeys.length - result.value.prekeys.oneTimePreKeys.length;
   to.record = result.value.record;
   to.prekeys = result.value.prekeys;
   const current = to.record.current;
-  const chains = current?.receiverChains.map((c) => `${fp(c.ratchetKey)}@${c.chainKey.index}${c.skipped.length > 0 ? `(+${c.skipped.length} skipped)` : ''}`) ?? [];
+  const chains =
+    current?.receiverChains.map(
+      (c) =>
+        `${fp(c.ratchetKey)}@${c.chainKey.index}${c.skipped.length > 0 ? `(+${c.skipped.length} skipped)` : ''}`,
+    ) ?? [];
   say(
     `${to.name} decrypts ${flight.label}${note}: "${text.decode(result.value.plaintext)}"` +
       (created && usedPreKeys > 0 ? `  [new session; one-time prekey consumed]` : '') +
@@ -99,17 +107,39 @@ function lose(flight: InFlight): void {
   say(`network loses ${flight.label} (${flight.from.name} → ${flight.to.name})`);
 }
 
-console.log(`Lockstep demo: PQXDH + Double Ratchet between two devices (seed "${values.seed}", provider ${env.crypto.name})\n`);
+console.log(
+  `Lockstep demo: PQXDH + Double Ratchet between two devices (seed "${values.seed}", provider ${env.crypto.name})\n`,
+);
 
-const bob: Device = { name: 'bob', prekeys: generatePreKeyState(env, { oneTimePreKeys: 3, oneTimeKyberPreKeys: 1 }), record: EMPTY_SESSION_RECORD };
-const alice: Device = { name: 'alice', prekeys: generatePreKeyState(env, { oneTimePreKeys: 3, oneTimeKyberPreKeys: 1 }), record: EMPTY_SESSION_RECORD };
-say(`bob publishes keys: identity ${fp(bob.prekeys.identityKeyPair.publicKey)}, signed prekey, 3 one-time prekeys, Kyber-1024 one-time + last-resort prekeys`);
+const bob: Device = {
+  name: 'bob',
+  prekeys: generatePreKeyState(env, { oneTimePreKeys: 3, oneTimeKyberPreKeys: 1 }),
+  record: EMPTY_SESSION_RECORD,
+};
+const alice: Device = {
+  name: 'alice',
+  prekeys: generatePreKeyState(env, { oneTimePreKeys: 3, oneTimeKyberPreKeys: 1 }),
+  record: EMPTY_SESSION_RECORD,
+};
+say(
+  `bob publishes keys: identity ${fp(bob.prekeys.identityKeyPair.publicKey)}, signed prekey, 3 one-time prekeys, Kyber-1024 one-time + last-resort prekeys`,
+);
 const bundle = bundleFromPreKeyState(bob.prekeys);
-say(`alice fetches bob's bundle: identity ${fp(bundle.identityKey)}, signed prekey #${bundle.signedPreKeyId}, one-time prekey #${bundle.preKeyId}, Kyber prekey #${bundle.kyberPreKeyId} (${bundle.kyberPreKey?.length} B)`);
-const started = processPreKeyBundle(env, alice.record, { identityKeyPair: alice.prekeys.identityKeyPair, registrationId: alice.prekeys.registrationId }, bundle, clock);
+say(
+  `alice fetches bob's bundle: identity ${fp(bundle.identityKey)}, signed prekey #${bundle.signedPreKeyId}, one-time prekey #${bundle.preKeyId}, Kyber prekey #${bundle.kyberPreKeyId} (${bundle.kyberPreKey?.length} B)`,
+);
+const started = processPreKeyBundle(
+  env,
+  alice.record,
+  { identityKeyPair: alice.prekeys.identityKeyPair, registrationId: alice.prekeys.registrationId },
+  bundle,
+  clock,
+);
 if (!started.ok) throw new Error(`bundle rejected: ${started.error.code}`);
 alice.record = started.value;
-say(`alice verifies both prekey signatures (XEdDSA), runs PQXDH (4 X25519 DHs + Kyber-1024), root ${fp(alice.record.current?.rootKey ?? new Uint8Array())}`);
+say(
+  `alice verifies both prekey signatures (XEdDSA), runs PQXDH (4 X25519 DHs + Kyber-1024), root ${fp(alice.record.current?.rootKey ?? new Uint8Array())}`,
+);
 
 const a1 = send(alice, bob, 'hi bob, this is alice', 'a1');
 const a2 = send(alice, bob, 'are you there?', 'a2');
@@ -135,14 +165,23 @@ deliver(b3);
 const b4 = send(bob, alice, 'last one', 'b4');
 const forgedBytes = Uint8Array.from(b4.message.bytes);
 forgedBytes[forgedBytes.length - 12] = (forgedBytes[forgedBytes.length - 12] ?? 0) ^ 1;
-deliver({ ...b4, label: 'b4 with one flipped ciphertext bit', message: { type: b4.message.type, bytes: forgedBytes } }, ' (forged in transit)');
+deliver(
+  {
+    ...b4,
+    label: 'b4 with one flipped ciphertext bit',
+    message: { type: b4.message.type, bytes: forgedBytes },
+  },
+  ' (forged in transit)',
+);
 deliver(b4, ' (the genuine copy)');
 
 const summary = (d: Device): string => {
   const s = d.record.current;
-  return `${d.name}: ${s?.pendingPreKey === null ? 'established' : 'initiating'}, sending index ${s?.senderChainKey.index}, ` +
+  return (
+    `${d.name}: ${s?.pendingPreKey === null ? 'established' : 'initiating'}, sending index ${s?.senderChainKey.index}, ` +
     `${s?.receiverChains.length} receiving chain(s), ${s?.receiverChains.reduce((n, c) => n + c.skipped.length, 0)} skipped key(s) kept, ` +
-    `${d.prekeys.oneTimePreKeys.length} one-time prekeys left`;
+    `${d.prekeys.oneTimePreKeys.length} one-time prekeys left`
+  );
 };
 console.log(`\nFinal state\n  ${summary(alice)}\n  ${summary(bob)}`);
 console.log(`  a2 was lost: bob keeps its key (one skipped key) until it arrives or the cap drops it.`);

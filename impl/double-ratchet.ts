@@ -45,7 +45,10 @@ export function ratchetEncrypt(
   const mac = computeMessageMac(c, keys.macKey, session.localIdentityKey, session.remoteIdentityKey, body);
   const signalMessage = frameSignalMessage(body, mac);
   const pending = session.pendingPreKey;
-  const next: SessionState = { ...session, senderChainKey: { key: step.nextChainKey, index: chain.index + 1 } };
+  const next: SessionState = {
+    ...session,
+    senderChainKey: { key: step.nextChainKey, index: chain.index + 1 },
+  };
   if (pending === null) return { session: next, message: { type: 'whisper', bytes: signalMessage } };
   // WP-PQXDH-09: until a reply decrypts, every message carries the PQXDH header.
   const prekeyMessage = encodePreKeySignalMessage({
@@ -71,7 +74,11 @@ export interface DecryptedOnSession {
  * Decrypts a parsed SignalMessage on one session (Double Ratchet §3.5 as libsignal orders it): find
  * or create the receiving chain, find or derive the message key, check the MAC, decrypt the body.
  */
-export function ratchetDecrypt(env: Env, session: SessionState, message: ParsedSignalMessage): Result<DecryptedOnSession> {
+export function ratchetDecrypt(
+  env: Env,
+  session: SessionState,
+  message: ParsedSignalMessage,
+): Result<DecryptedOnSession> {
   const c = env.crypto;
   // WP-DR-12: the message must speak the session's version.
   if (message.messageVersion !== session.version) {
@@ -82,7 +89,9 @@ export function ratchetDecrypt(env: Env, session: SessionState, message: ParsedS
   }
 
   let state = session;
-  let chainPosition = state.receiverChains.findIndex((chain) => equalBytes(chain.ratchetKey, message.ratchetKey));
+  let chainPosition = state.receiverChains.findIndex((chain) =>
+    equalBytes(chain.ratchetKey, message.ratchetKey),
+  );
   if (chainPosition < 0) {
     const stepped = dhRatchetStep(env, state, message.ratchetKey);
     if (!stepped.ok) return stepped;
@@ -96,14 +105,25 @@ export function ratchetDecrypt(env: Env, session: SessionState, message: ParsedS
   if (!derived.ok) return derived;
   const keys = deriveMessageKeys(c, derived.value.seed);
   // WP-DR-05: MAC over the bytes exactly as received, sender's identity first.
-  if (!verifyMessageMac(c, keys.macKey, state.remoteIdentityKey, state.localIdentityKey, message.macInput, message.mac)) {
+  if (
+    !verifyMessageMac(
+      c,
+      keys.macKey,
+      state.remoteIdentityKey,
+      state.localIdentityKey,
+      message.macInput,
+      message.mac,
+    )
+  ) {
     return reject('MAC_INVALID', 'message MAC does not verify');
   }
   // WP-DR-04: AES-256-CBC with PKCS#7.
   const plaintext = decryptBody(c, keys, message.ciphertext);
   if (!plaintext.ok) return plaintext;
 
-  const receiverChains = state.receiverChains.map((existing, i) => (i === chainPosition ? derived.value.chain : existing));
+  const receiverChains = state.receiverChains.map((existing, i) =>
+    i === chainPosition ? derived.value.chain : existing,
+  );
   // WP-PQXDH-09: a decrypted message acknowledges the session; PreKey wrapping stops.
   return accept({ session: { ...state, receiverChains, pendingPreKey: null }, plaintext: plaintext.value });
 }
@@ -112,7 +132,11 @@ export function ratchetDecrypt(env: Env, session: SessionState, message: ParsedS
  * WP-DR-06: the DH ratchet step on a new peer ratchet key: a receiving chain from our current
  * ratchet key, then a fresh sending ratchet key (one 32-byte draw) and sending chain.
  */
-export function dhRatchetStep(env: Env, session: SessionState, theirRatchetKey: Uint8Array): Result<SessionState> {
+export function dhRatchetStep(
+  env: Env,
+  session: SessionState,
+  theirRatchetKey: Uint8Array,
+): Result<SessionState> {
   const c = env.crypto;
   const receiveDh = dh(c, session.senderRatchetKey.privateKey, theirRatchetKey);
   if (!receiveDh.ok) return receiveDh;
@@ -122,10 +146,15 @@ export function dhRatchetStep(env: Env, session: SessionState, theirRatchetKey: 
   if (!sendDh.ok) return sendDh;
   const sending = kdfRk(c, receiving.rootKey, sendDh.value);
 
-  const newChain: ReceiverChain = { ratchetKey: theirRatchetKey, chainKey: { key: receiving.chainKey, index: 0 }, skipped: [] };
+  const newChain: ReceiverChain = {
+    ratchetKey: theirRatchetKey,
+    chainKey: { key: receiving.chainKey, index: 0 },
+    skipped: [],
+  };
   let receiverChains = [...session.receiverChains, newChain];
   // WP-DR-09: at most MAX_RECEIVER_CHAINS; the oldest is dropped, never a rejection.
-  if (receiverChains.length > MAX_RECEIVER_CHAINS) receiverChains = receiverChains.slice(receiverChains.length - MAX_RECEIVER_CHAINS);
+  if (receiverChains.length > MAX_RECEIVER_CHAINS)
+    receiverChains = receiverChains.slice(receiverChains.length - MAX_RECEIVER_CHAINS);
   const currentIndex = session.senderChainKey.index;
   return accept({
     ...session,
@@ -153,9 +182,13 @@ function messageKeySeedFor(
       return reject('DUPLICATE_MESSAGE', 'message key already used or dropped', { chainIndex, counter });
     }
     const found = chain.skipped[position];
-    if (found === undefined) return reject('DUPLICATE_MESSAGE', 'message key already used', { chainIndex, counter });
+    if (found === undefined)
+      return reject('DUPLICATE_MESSAGE', 'message key already used', { chainIndex, counter });
     // WP-DR-10: a stored key is deleted when used.
-    return accept({ seed: found.seed, chain: { ...chain, skipped: chain.skipped.filter((_, i) => i !== position) } });
+    return accept({
+      seed: found.seed,
+      chain: { ...chain, skipped: chain.skipped.filter((_, i) => i !== position) },
+    });
   }
   // WP-DR-07: refuse a jump beyond MAX_FORWARD_JUMPS before deriving any key.
   if (counter - chainIndex > MAX_FORWARD_JUMPS) {

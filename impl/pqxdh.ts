@@ -99,7 +99,9 @@ export function initiateSession(
     senderRatchetKey: sendingRatchetKey,
     senderChainKey: { key: sending.chainKey, index: 0 },
     previousCounter: 0,
-    receiverChains: [{ ratchetKey: signedPreKey.value, chainKey: { key: secret.chainKey, index: 0 }, skipped: [] }],
+    receiverChains: [
+      { ratchetKey: signedPreKey.value, chainKey: { key: secret.chainKey, index: 0 }, skipped: [] },
+    ],
     // WP-PQXDH-09: wrap as PreKey messages until a reply decrypts.
     pendingPreKey: {
       preKeyId: oneTimePreKey === null ? null : bundle.preKeyId,
@@ -131,19 +133,25 @@ export function acceptSession(
   const signed = prekeys.signedPreKeys.find((k) => k.keyId === message.signedPreKeyId);
   // WP-PQXDH-05: an unknown signed prekey id is refused.
   if (signed === undefined) {
-    return reject('UNKNOWN_SIGNED_PREKEY', 'no signed prekey with that id', { signedPreKeyId: message.signedPreKeyId });
+    return reject('UNKNOWN_SIGNED_PREKEY', 'no signed prekey with that id', {
+      signedPreKeyId: message.signedPreKeyId,
+    });
   }
   const kyber = prekeys.kyberPreKeys.find((k) => k.keyId === message.kyberPreKeyId);
   // WP-PQXDH-07: an unknown (or already used one-time) Kyber prekey id is refused.
   if (kyber === undefined) {
-    return reject('UNKNOWN_KYBER_PREKEY', 'no Kyber prekey with that id', { kyberPreKeyId: message.kyberPreKeyId });
+    return reject('UNKNOWN_KYBER_PREKEY', 'no Kyber prekey with that id', {
+      kyberPreKeyId: message.kyberPreKeyId,
+    });
   }
   let oneTime: KeyPair | null = null;
   if (message.preKeyId !== undefined) {
     const found = prekeys.oneTimePreKeys.find((k) => k.keyId === message.preKeyId);
     // WP-PQXDH-06: an unknown (or already used) one-time prekey id is refused.
     if (found === undefined) {
-      return reject('UNKNOWN_ONE_TIME_PREKEY', 'no one-time prekey with that id', { preKeyId: message.preKeyId });
+      return reject('UNKNOWN_ONE_TIME_PREKEY', 'no one-time prekey with that id', {
+        preKeyId: message.preKeyId,
+      });
     }
     oneTime = found.keyPair;
   }

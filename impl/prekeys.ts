@@ -73,7 +73,12 @@ export function generateIdentityKeyPair(env: Env): KeyPair {
 export function generateSignedPreKey(env: Env, identityKeyPair: KeyPair, keyId: number): SignedPreKeyRecord {
   checkKeyId(keyId);
   const keyPair = generateKeyPair(env.crypto, env.rng);
-  const signature = xeddsaSign(env.crypto, identityKeyPair.privateKey, keyPair.publicKey, env.rng.randomBytes(64));
+  const signature = xeddsaSign(
+    env.crypto,
+    identityKeyPair.privateKey,
+    keyPair.publicKey,
+    env.rng.randomBytes(64),
+  );
   return { keyId, keyPair, signature };
 }
 
@@ -114,7 +119,8 @@ export function generatePreKeyState(env: Env, options: PreKeyStateOptions = {}):
   for (let i = 1; i <= (options.oneTimePreKeys ?? 5); i++) oneTimePreKeys.push(generateOneTimePreKey(env, i));
   const kyberPreKeys: KyberPreKeyRecord[] = [];
   const oneTimeKyber = options.oneTimeKyberPreKeys ?? 2;
-  for (let i = 1; i <= oneTimeKyber; i++) kyberPreKeys.push(generateKyberPreKey(env, identityKeyPair, i, false));
+  for (let i = 1; i <= oneTimeKyber; i++)
+    kyberPreKeys.push(generateKyberPreKey(env, identityKeyPair, i, false));
   kyberPreKeys.push(generateKyberPreKey(env, identityKeyPair, oneTimeKyber + 1, true));
   return { identityKeyPair, registrationId, signedPreKeys, oneTimePreKeys, kyberPreKeys };
 }

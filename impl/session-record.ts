@@ -25,7 +25,10 @@ export function promoteSession(record: SessionRecord, session: SessionState): Se
 
 /** WP-REC-02: promotes archived session `index` (after it decrypted) to current. */
 function promoteArchived(record: SessionRecord, index: number, session: SessionState): SessionRecord {
-  return promoteSession({ current: record.current, archived: record.archived.filter((_, i) => i !== index) }, session);
+  return promoteSession(
+    { current: record.current, archived: record.archived.filter((_, i) => i !== index) },
+    session,
+  );
 }
 
 /**
@@ -86,13 +89,22 @@ export interface DecryptedOnRecord {
  * decrypts is promoted. A duplicate stops the search. No session decrypting leaves the record as it
  * was.
  */
-export function decryptWithRecord(env: Env, record: SessionRecord, message: ParsedSignalMessage): Result<DecryptedOnRecord> {
+export function decryptWithRecord(
+  env: Env,
+  record: SessionRecord,
+  message: ParsedSignalMessage,
+): Result<DecryptedOnRecord> {
   // WP-REC-05: no session at all.
-  if (record.current === null && record.archived.length === 0) return reject('NO_SESSION', 'no session with this peer');
+  if (record.current === null && record.archived.length === 0)
+    return reject('NO_SESSION', 'no session with this peer');
   const errors: ProtocolError[] = [];
   if (record.current !== null) {
     const result = ratchetDecrypt(env, record.current, message);
-    if (result.ok) return accept({ record: { current: result.value.session, archived: record.archived }, plaintext: result.value.plaintext });
+    if (result.ok)
+      return accept({
+        record: { current: result.value.session, archived: record.archived },
+        plaintext: result.value.plaintext,
+      });
     // WP-REC-03: a duplicate stops the search.
     if (result.error.code === 'DUPLICATE_MESSAGE') return result;
     errors.push(result.error);
@@ -102,18 +114,28 @@ export function decryptWithRecord(env: Env, record: SessionRecord, message: Pars
     if (archived === undefined) continue;
     const result = ratchetDecrypt(env, archived, message);
     // WP-REC-02: the archived session that decrypts becomes current.
-    if (result.ok) return accept({ record: promoteArchived(record, index, result.value.session), plaintext: result.value.plaintext });
+    if (result.ok)
+      return accept({
+        record: promoteArchived(record, index, result.value.session),
+        plaintext: result.value.plaintext,
+      });
     // WP-REC-03: a duplicate stops the search.
     if (result.error.code === 'DUPLICATE_MESSAGE') return result;
     errors.push(result.error);
   }
   const only = errors.length === 1 ? errors[0] : undefined;
   if (only !== undefined) return { ok: false, error: only };
-  return reject('NO_SESSION_DECRYPTED', 'no session in the record decrypts the message', { sessionsTried: errors.length });
+  return reject('NO_SESSION_DECRYPTED', 'no session in the record decrypts the message', {
+    sessionsTried: errors.length,
+  });
 }
 
 /** Decrypts a serialized SignalMessage (type 'whisper'). */
-export function decryptSignalMessage(env: Env, record: SessionRecord, bytes: Uint8Array): Result<DecryptedOnRecord> {
+export function decryptSignalMessage(
+  env: Env,
+  record: SessionRecord,
+  bytes: Uint8Array,
+): Result<DecryptedOnRecord> {
   const parsed = parseSignalMessage(bytes);
   if (!parsed.ok) return parsed;
   return decryptWithRecord(env, record, parsed.value);
@@ -142,7 +164,8 @@ export function decryptPreKeySignalMessage(
   const parsed = parsePreKeySignalMessage(bytes);
   if (!parsed.ok) return parsed;
   const message = parsed.value;
-  const matches = (s: SessionState): boolean => s.version === message.messageVersion && equalBytes(s.aliceBaseKey, message.baseKey);
+  const matches = (s: SessionState): boolean =>
+    s.version === message.messageVersion && equalBytes(s.aliceBaseKey, message.baseKey);
 
   // WP-PQXDH-10: a retransmitted PreKey message decrypts on the session it created.
   if (record.current !== null && matches(record.current)) {

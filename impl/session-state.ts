@@ -61,4 +61,7 @@ export interface SessionRecord {
 }
 
 /** The empty record: no session with the peer yet. */
-export const EMPTY_SESSION_RECORD: SessionRecord = Object.freeze({ current: null, archived: Object.freeze([]) });
+export const EMPTY_SESSION_RECORD: SessionRecord = Object.freeze({
+  current: null,
+  archived: Object.freeze([]),
+});

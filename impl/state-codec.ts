@@ -8,12 +8,7 @@
 import { toHex } from '../spec/hex.js';
 import { accept, reject, type Result } from '../spec/errors.js';
 import type { KeyPair } from '../spec/keys.js';
-import type {
-  KyberPreKeyRecord,
-  OneTimePreKeyRecord,
-  PreKeyState,
-  SignedPreKeyRecord,
-} from './prekeys.js';
+import type { KyberPreKeyRecord, OneTimePreKeyRecord, PreKeyState, SignedPreKeyRecord } from './prekeys.js';
 import type {
   ChainKey,
   PendingPreKey,
@@ -30,7 +25,10 @@ export const PREKEY_STATE_JSON_VERSION = 1;
 
 type Json = null | boolean | number | string | readonly Json[] | { readonly [key: string]: Json };
 
-const keyPairJson = (k: KeyPair): Json => ({ public_key: toHex(k.publicKey), private_key: toHex(k.privateKey) });
+const keyPairJson = (k: KeyPair): Json => ({
+  public_key: toHex(k.publicKey),
+  private_key: toHex(k.privateKey),
+});
 const chainKeyJson = (k: ChainKey): Json => ({ key: toHex(k.key), index: k.index });
 const skippedJson = (k: SkippedMessageKey): Json => ({ index: k.index, seed: toHex(k.seed) });
 const receiverJson = (r: ReceiverChain): Json => ({
@@ -76,8 +74,15 @@ export function encodePreKeyState(state: PreKeyState): string {
     version: PREKEY_STATE_JSON_VERSION,
     identity_key_pair: keyPairJson(state.identityKeyPair),
     registration_id: state.registrationId,
-    signed_pre_keys: state.signedPreKeys.map((k) => ({ key_id: k.keyId, key_pair: keyPairJson(k.keyPair), signature: toHex(k.signature) })),
-    one_time_pre_keys: state.oneTimePreKeys.map((k) => ({ key_id: k.keyId, key_pair: keyPairJson(k.keyPair) })),
+    signed_pre_keys: state.signedPreKeys.map((k) => ({
+      key_id: k.keyId,
+      key_pair: keyPairJson(k.keyPair),
+      signature: toHex(k.signature),
+    })),
+    one_time_pre_keys: state.oneTimePreKeys.map((k) => ({
+      key_id: k.keyId,
+      key_pair: keyPairJson(k.keyPair),
+    })),
     kyber_pre_keys: state.kyberPreKeys.map((k) => ({
       key_id: k.keyId,
       public_key: toHex(k.publicKey),
@@ -121,7 +126,10 @@ function bytes(value: unknown, path: string, length?: number): Uint8Array {
 
 const readKeyPair = (v: unknown, p: string): KeyPair => {
   const o = obj(v, p);
-  return { publicKey: bytes(o['public_key'], `${p}.public_key`, 33), privateKey: bytes(o['private_key'], `${p}.private_key`, 32) };
+  return {
+    publicKey: bytes(o['public_key'], `${p}.public_key`, 33),
+    privateKey: bytes(o['private_key'], `${p}.private_key`, 32),
+  };
 };
 const readChainKey = (v: unknown, p: string): ChainKey => {
   const o = obj(v, p);
@@ -161,7 +169,10 @@ const readSession = (v: unknown, p: string): SessionState => {
         chainKey: readChainKey(q['chain_key'], `${p}.receiver_chains[${i}].chain_key`),
         skipped: arr(q['skipped'], `${p}.receiver_chains[${i}].skipped`).map((s, j) => {
           const k = obj(s, `${p}.receiver_chains[${i}].skipped[${j}]`);
-          return { index: uint(k['index'], `${p}.receiver_chains[${i}].skipped[${j}].index`), seed: bytes(k['seed'], `${p}.receiver_chains[${i}].skipped[${j}].seed`, 32) };
+          return {
+            index: uint(k['index'], `${p}.receiver_chains[${i}].skipped[${j}].index`),
+            seed: bytes(k['seed'], `${p}.receiver_chains[${i}].skipped[${j}].seed`, 32),
+          };
         }),
       };
     }),
@@ -176,11 +187,15 @@ function parseWithVersion(json: string, expectedVersion: number): Result<Obj> {
   } catch {
     return reject('STATE_MALFORMED', 'state is not valid JSON');
   }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return reject('STATE_MALFORMED', 'state is not a JSON object');
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    return reject('STATE_MALFORMED', 'state is not a JSON object');
   const version = (value as Obj)['version'];
   // WP-STATE-01: unknown versions are refused, never guessed at.
   if (version !== expectedVersion) {
-    return reject('STATE_VERSION_UNKNOWN', 'unknown state encoding version', { expected: expectedVersion, got: String(version) });
+    return reject('STATE_VERSION_UNKNOWN', 'unknown state encoding version', {
+      expected: expectedVersion,
+      got: String(version),
+    });
   }
   return accept(value as Obj);
 }
@@ -189,7 +204,8 @@ function guarded<T>(read: () => T): Result<T> {
   try {
     return accept(read());
   } catch (e) {
-    if (e instanceof Malformed) return reject('STATE_MALFORMED', 'state field is missing or has the wrong type', { path: e.path });
+    if (e instanceof Malformed)
+      return reject('STATE_MALFORMED', 'state field is missing or has the wrong type', { path: e.path });
     throw e;
   }
 }
@@ -215,11 +231,18 @@ export function decodePreKeyState(json: string): Result<PreKeyState> {
     registrationId: uint(o['registration_id'], 'registration_id'),
     signedPreKeys: arr(o['signed_pre_keys'], 'signed_pre_keys').map((v, i): SignedPreKeyRecord => {
       const k = obj(v, `signed_pre_keys[${i}]`);
-      return { keyId: uint(k['key_id'], `signed_pre_keys[${i}].key_id`), keyPair: readKeyPair(k['key_pair'], `signed_pre_keys[${i}].key_pair`), signature: bytes(k['signature'], `signed_pre_keys[${i}].signature`, 64) };
+      return {
+        keyId: uint(k['key_id'], `signed_pre_keys[${i}].key_id`),
+        keyPair: readKeyPair(k['key_pair'], `signed_pre_keys[${i}].key_pair`),
+        signature: bytes(k['signature'], `signed_pre_keys[${i}].signature`, 64),
+      };
     }),
     oneTimePreKeys: arr(o['one_time_pre_keys'], 'one_time_pre_keys').map((v, i): OneTimePreKeyRecord => {
       const k = obj(v, `one_time_pre_keys[${i}]`);
-      return { keyId: uint(k['key_id'], `one_time_pre_keys[${i}].key_id`), keyPair: readKeyPair(k['key_pair'], `one_time_pre_keys[${i}].key_pair`) };
+      return {
+        keyId: uint(k['key_id'], `one_time_pre_keys[${i}].key_id`),
+        keyPair: readKeyPair(k['key_pair'], `one_time_pre_keys[${i}].key_pair`),
+      };
     }),
     kyberPreKeys: arr(o['kyber_pre_keys'], 'kyber_pre_keys').map((v, i): KyberPreKeyRecord => {
       const k = obj(v, `kyber_pre_keys[${i}]`);

@@ -21,6 +21,7 @@ export const ERROR_RULES = Object.freeze({
   DH_ZERO_OUTPUT: 'WP-KEYS-04',
   KEM_BAD_LENGTH: 'WP-KEYS-05',
   KEM_BAD_TYPE: 'WP-KEYS-05',
+  KEM_NON_CANONICAL: 'WP-KEYS-05',
   SIGNATURE_INVALID: 'WP-KEYS-07',
   // PQXDH.
   BUNDLE_SIGNATURE_INVALID: 'WP-PQXDH-01',
@@ -66,7 +67,8 @@ export interface ProtocolError {
 }
 
 /** The result of any step that can reject its input. */
-export type Result<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly error: ProtocolError };
+export type Result<T> =
+  { readonly ok: true; readonly value: T } | { readonly ok: false; readonly error: ProtocolError };
 
 /** Builds a rejection with its rule looked up from the code. */
 export function reject(
@@ -75,7 +77,9 @@ export function reject(
   details?: Readonly<Record<string, number | string | boolean>>,
 ): { readonly ok: false; readonly error: ProtocolError } {
   const error: ProtocolError =
-    details === undefined ? { code, rule: ERROR_RULES[code], message } : { code, rule: ERROR_RULES[code], message, details };
+    details === undefined
+      ? { code, rule: ERROR_RULES[code], message }
+      : { code, rule: ERROR_RULES[code], message, details };
   return { ok: false, error };
 }
 

@@ -36,7 +36,8 @@ export function seededRng(seed: string | Uint8Array): Rng {
   let offset = 0;
   return {
     randomBytes(length: number): Uint8Array {
-      if (!Number.isSafeInteger(length) || length < 0) throw new UsageError(`invalid random length ${length}`);
+      if (!Number.isSafeInteger(length) || length < 0)
+        throw new UsageError(`invalid random length ${length}`);
       const out = new Uint8Array(length);
       let written = 0;
       while (written < length) {

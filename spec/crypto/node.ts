@@ -1,0 +1,178 @@
+/**
+ * The performance {@link CryptoProvider}: `node:crypto` (OpenSSL) for every primitive. Node only;
+ * browser bundles never import this file (spec/crypto/index.ts exports the noble provider only).
+ *
+ * - X25519: RFC 7748 §5 via `diffieHellman` on raw keys imported as JWK (RFC 8037).
+ * - SHA-256 / SHA-512 (FIPS 180-4), HMAC-SHA256 (RFC 2104), HKDF-SHA256 (RFC 5869, `hkdfSync`).
+ * - AES-256-CBC with PKCS#7 padding (NIST SP 800-38A) via `createCipheriv` / `createDecipheriv`.
+ * - Ed25519 verification (RFC 8032 §5.1.7) via `crypto.verify(null, …)`, after the prechecks of
+ *   `./ed25519-strict.ts` (WP-KEYS-07). OpenSSL itself rejects `S ≥ L` and compares the re-encoded
+ *   `[S]B − [k]A` with `R` byte-for-byte (cofactorless), which the noble provider reproduces.
+ *
+ * Edge case: OpenSSL refuses to return an all-zero X25519 output (it fails the derivation, and
+ * Node throws `ERR_OSSL_FAILED_DURING_DERIVATION`). Lockstep's providers return the raw output and
+ * leave the decision to spec/keys.ts (WP-KEYS-04), so {@link nodeProvider}.x25519 maps that
+ * exception to 32 zero bytes. Arguments are length-checked first and only an OpenSSL error from the
+ * derivation itself is mapped; anything else is rethrown.
+ *
+ * Nothing is cached: every call builds its key objects from the bytes it is given, so no secret
+ * outlives the call inside this module. Results are copied into plain `Uint8Array`s (never
+ * `Buffer`), so callers see the same type from both providers; `Buffer` is used only for
+ * base64url inside this module.
+ * @module
+ */
+import { Buffer } from 'node:buffer';
+import {
+  createCipheriv,
+  createDecipheriv,
+  createHash,
+  createHmac,
+  createPrivateKey,
+  createPublicKey,
+  diffieHellman,
+  hkdfSync,
+  verify,
+  type KeyObject,
+} from 'node:crypto';
+import { concatBytes } from '../bytes.js';
+import { X25519_KEY_LENGTH } from '../constants.js';
+import { InvariantError } from '../errors.js';
+import { requireBytes, requireHkdfArguments } from './checks.js';
+import { passesStrictPrechecks } from './ed25519-strict.js';
+import type { CryptoProvider } from './provider.js';
+
+/** AES-256 key length (FIPS 197). */
+const AES_256_KEY_LENGTH = 32;
+/** AES block and CBC IV length (NIST SP 800-38A). */
+const AES_BLOCK_LENGTH = 16;
+
+/**
+ * Keys are imported as JWK (RFC 8037 §2, `kty: "OKP"`), not DER: in Node 20 a JWK import skips
+ * OpenSSL's generic decoder and is about 10× faster than PKCS#8 / SPKI DER, which made DER-based
+ * X25519 slower than noble (measured: DH 18 000 vs 1 000 ops/s).
+ *
+ * A private OKP JWK must carry `x`, but Node builds the key from `d` alone and only checks that `x`
+ * is a string (lib/internal/crypto/keys.js, `getKeyObjectHandleFromJwk`); we pass this placeholder
+ * (32 zero bytes) instead of computing the public key. The RFC 7748 §6.1 vectors (public keys and
+ * shared secret) and the noble-vs-node property tests pin that behaviour: should a later Node
+ * validate `x`, the import throws and the tests fail loudly; nothing is silently miscomputed.
+ */
+const JWK_PLACEHOLDER_X = 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA';
+
+/** Copies a Node result (a `Buffer` or an `ArrayBuffer`) into a plain `Uint8Array`. */
+function plain(bytes: Uint8Array | ArrayBuffer): Uint8Array {
+  // new Uint8Array(Buffer) copies; hkdfSync's ArrayBuffer is fresh, so viewing it is enough.
+  return bytes instanceof ArrayBuffer ? new Uint8Array(bytes) : new Uint8Array(bytes);
+}
+
+/** True for an error raised by OpenSSL inside node:crypto (its `code` starts with `ERR_OSSL`). */
+function isOpenSslError(error: unknown): boolean {
+  return (
+    error instanceof Error &&
+    'code' in error &&
+    typeof error.code === 'string' &&
+    error.code.startsWith('ERR_OSSL')
+  );
+}
+
+/** Unpadded base64url (RFC 4648 §5) of raw key bytes, for a JWK. */
+function base64url(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64url');
+}
+
+/** Wraps a raw X25519 private key as a Node key object (OpenSSL clamps it on use). */
+function x25519PrivateKeyObject(privateKey: Uint8Array): KeyObject {
+  return createPrivateKey({
+    key: { kty: 'OKP', crv: 'X25519', d: base64url(privateKey), x: JWK_PLACEHOLDER_X },
+    format: 'jwk',
+  });
+}
+
+/** Wraps a raw public key (X25519 u or Ed25519 encoding) as a Node key object. */
+function publicKeyObject(crv: 'X25519' | 'Ed25519', publicKey: Uint8Array): KeyObject {
+  return createPublicKey({ key: { kty: 'OKP', crv, x: base64url(publicKey) }, format: 'jwk' });
+}
+
+/** Node provider on `node:crypto`. */
+export const nodeProvider: CryptoProvider = Object.freeze({
+  name: 'node',
+
+  x25519PublicKey(privateKey: Uint8Array): Uint8Array {
+    requireBytes('privateKey', privateKey, X25519_KEY_LENGTH);
+    const jwk = createPublicKey(x25519PrivateKeyObject(privateKey)).export({ format: 'jwk' });
+    if (typeof jwk.x !== 'string') throw new InvariantError('node:crypto exported an X25519 JWK without x');
+    const u = plain(Buffer.from(jwk.x, 'base64url'));
+    if (u.length !== X25519_KEY_LENGTH)
+      throw new InvariantError('node:crypto exported a malformed X25519 key');
+    return u;
+  },
+
+  x25519(privateKey: Uint8Array, publicKeyU: Uint8Array): Uint8Array {
+    requireBytes('privateKey', privateKey, X25519_KEY_LENGTH);
+    requireBytes('publicKeyU', publicKeyU, X25519_KEY_LENGTH);
+    const ourKey = x25519PrivateKeyObject(privateKey);
+    const theirKey = publicKeyObject('X25519', publicKeyU);
+    try {
+      return plain(diffieHellman({ privateKey: ourKey, publicKey: theirKey }));
+    } catch (error) {
+      // OpenSSL fails the derivation exactly when the output is all zero (module doc); anything
+      // else is not ours to hide. WP-KEYS-04 is decided by spec/keys.ts, not here.
+      if (isOpenSslError(error)) return new Uint8Array(X25519_KEY_LENGTH);
+      throw error;
+    }
+  },
+
+  sha256(data: Uint8Array): Uint8Array {
+    requireBytes('data', data);
+    return plain(createHash('sha256').update(data).digest());
+  },
+
+  sha512(data: Uint8Array): Uint8Array {
+    requireBytes('data', data);
+    return plain(createHash('sha512').update(data).digest());
+  },
+
+  hmacSha256(key: Uint8Array, data: Uint8Array): Uint8Array {
+    requireBytes('key', key);
+    requireBytes('data', data);
+    return plain(createHmac('sha256', key).update(data).digest());
+  },
+
+  hkdfSha256(ikm: Uint8Array, salt: Uint8Array, info: Uint8Array, length: number): Uint8Array {
+    requireHkdfArguments(ikm, salt, info, length);
+    // RFC 5869 §2.2: an empty salt acts as HashLen zero bytes; OpenSSL's HMAC pads an empty key to
+    // the same block, and the RFC 5869 A.3 vector (empty salt) pins this for both providers.
+    return plain(hkdfSync('sha256', ikm, salt, info, length));
+  },
+
+  aes256CbcEncrypt(key: Uint8Array, iv: Uint8Array, plaintext: Uint8Array): Uint8Array {
+    requireBytes('key', key, AES_256_KEY_LENGTH);
+    requireBytes('iv', iv, AES_BLOCK_LENGTH);
+    requireBytes('plaintext', plaintext);
+    const cipher = createCipheriv('aes-256-cbc', key, iv);
+    return concatBytes(cipher.update(plaintext), cipher.final());
+  },
+
+  aes256CbcDecrypt(key: Uint8Array, iv: Uint8Array, ciphertext: Uint8Array): Uint8Array | null {
+    requireBytes('key', key, AES_256_KEY_LENGTH);
+    requireBytes('iv', iv, AES_BLOCK_LENGTH);
+    requireBytes('ciphertext', ciphertext);
+    try {
+      const decipher = createDecipheriv('aes-256-cbc', key, iv);
+      // final() throws on a length that is zero or not a multiple of 16, and on invalid padding.
+      return concatBytes(decipher.update(ciphertext), decipher.final());
+    } catch {
+      return null;
+    }
+  },
+
+  ed25519Verify(publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): boolean {
+    if (!(message instanceof Uint8Array)) return false;
+    if (!passesStrictPrechecks(publicKey, signature)) return false;
+    try {
+      return verify(null, message, publicKeyObject('Ed25519', publicKey), signature);
+    } catch {
+      return false;
+    }
+  },
+} satisfies CryptoProvider);

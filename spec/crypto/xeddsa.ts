@@ -1,0 +1,114 @@
+/**
+ * XEdDSA signatures on X25519 keys, libsignal's variant (WP-KEYS-07). Reference: "The XEdDSA and
+ * VXEdDSA Signature Schemes" (Perrin, 2016, signal.org/docs/specifications/xeddsa) §2.3 and §3,
+ * with the differences libsignal makes (rust/core/src/curve/curve25519.rs, read for facts only):
+ *
+ * ```text
+ * k      = clamp(private key)                 RFC 7748 §5 (WP-KEYS-06)
+ * a      = k mod L;  A = aB                   A is NOT negated to a zero sign bit (libsignal)
+ * r      = SHA-512(0xFE ‖ 0xFF×31 ‖ k ‖ M ‖ Z) mod L     k as 32 clamped bytes, Z = 64 random bytes
+ * R      = rB
+ * h      = SHA-512(R ‖ A ‖ M) mod L
+ * s      = r + h·a mod L
+ * sig    = R ‖ s, with A's sign bit (bit 7 of A's last byte) stored in bit 7 of sig[63]
+ * ```
+ *
+ * Verification rebuilds the Edwards key from the Montgomery `u` (`y = (u − 1)/(u + 1)`, RFC 7748 §4.1)
+ * and the sign bit carried in the signature, clears that bit, and runs Ed25519 verification under
+ * Lockstep's strict rule (`./ed25519-strict.ts`): unlike libsignal, `s ≥ L` is rejected.
+ * @module
+ */
+import { ed25519 } from '@noble/curves/ed25519.js';
+import { bytesToNumberLE, numberToBytesLE } from '@noble/curves/utils.js';
+import { concatBytes } from '../bytes.js';
+import { EC_KEY_TYPE_DJB, EC_PUBLIC_KEY_LENGTH, SIGNATURE_LENGTH, X25519_KEY_LENGTH } from '../constants.js';
+import { UsageError } from '../errors.js';
+import type { CryptoProvider } from './provider.js';
+
+/** Length of the XEdDSA random input `Z` (XEdDSA §3.3; WP-KEYS-09 draws exactly this many bytes). */
+export const XEDDSA_RANDOM_LENGTH = 64;
+
+const Point = ed25519.Point;
+const Fn = Point.Fn;
+const Fp = Point.Fp;
+
+/** XEdDSA §3.3 `hash_1` prefix: `2^256 − 1 − 1` little-endian, i.e. `0xFE ‖ 0xFF×31`. */
+const HASH1_PREFIX = Uint8Array.from({ length: 32 }, (_, i) => (i === 0 ? 0xfe : 0xff));
+
+/** RFC 7748 §5 `decodeScalar25519` clamping, on a copy. */
+function clamp(privateKey: Uint8Array): Uint8Array {
+  const k = Uint8Array.from(privateKey);
+  k[0] = (k[0] ?? 0) & 248;
+  k[31] = ((k[31] ?? 0) & 127) | 64;
+  return k;
+}
+
+/**
+ * Signs `message` with a raw 32-byte X25519 private key and the 64 random bytes `random` (`Z`).
+ * Deterministic given its inputs; the caller draws `random` from its `Rng` (WP-KEYS-09, spec/draws.ts).
+ * Throws {@link UsageError} on wrong argument lengths.
+ */
+export function xeddsaSign(
+  c: CryptoProvider,
+  privateKey: Uint8Array,
+  message: Uint8Array,
+  random: Uint8Array,
+): Uint8Array {
+  if (!(privateKey instanceof Uint8Array) || privateKey.length !== X25519_KEY_LENGTH) {
+    throw new UsageError(`privateKey must be ${X25519_KEY_LENGTH} bytes`);
+  }
+  if (!(message instanceof Uint8Array)) throw new UsageError('message must be a Uint8Array');
+  if (!(random instanceof Uint8Array) || random.length !== XEDDSA_RANDOM_LENGTH) {
+    throw new UsageError(`random must be ${XEDDSA_RANDOM_LENGTH} bytes`);
+  }
+  // WP-KEYS-06 / WP-KEYS-07: a = clamp(k) mod L and A = aB, kept unnegated (libsignal's variant).
+  const k = clamp(privateKey);
+  const a = Fn.create(bytesToNumberLE(k));
+  const encodedA = Point.BASE.multiply(a).toBytes();
+  const signBit = (encodedA[31] ?? 0) & 0x80;
+  // WP-KEYS-07: r = SHA-512(0xFE ‖ 0xFF×31 ‖ k ‖ M ‖ Z) mod L. libsignal hashes the clamped
+  // private key bytes here (not a mod L); any value is secure, this one matches libsignal.
+  const r = Fn.create(bytesToNumberLE(c.sha512(concatBytes(HASH1_PREFIX, k, message, random))));
+  // r = 0 has probability 2^-252; noble's constant-time multiply refuses 0, so name the identity.
+  const encodedR = (r === 0n ? Point.ZERO : Point.BASE.multiply(r)).toBytes();
+  // RFC 8032 §5.1.6 steps 4–5: h = SHA-512(R ‖ A ‖ M) mod L; s = r + h·a mod L.
+  const h = Fn.create(bytesToNumberLE(c.sha512(concatBytes(encodedR, encodedA, message))));
+  const s = Fn.add(r, Fn.mul(h, a));
+  const signature = concatBytes(encodedR, numberToBytesLE(s, 32));
+  // s < L < 2^253, so bit 7 of the last byte is free to carry A's sign bit.
+  signature[SIGNATURE_LENGTH - 1] = ((signature[SIGNATURE_LENGTH - 1] ?? 0) & 0x7f) | signBit;
+  return signature;
+}
+
+/**
+ * Verifies an XEdDSA signature against a 33-byte `0x05 ‖ u` public key (WP-KEYS-07). Returns false
+ * for any malformed key or signature (wrong lengths or type byte, `u ≥ p`, `u = p − 1`, a point
+ * that does not decode, `s ≥ L`, a small-order key); never throws.
+ */
+export function xeddsaVerify(
+  c: CryptoProvider,
+  publicKey: Uint8Array,
+  message: Uint8Array,
+  signature: Uint8Array,
+): boolean {
+  try {
+    if (!(publicKey instanceof Uint8Array) || !(signature instanceof Uint8Array)) return false;
+    if (!(message instanceof Uint8Array)) return false;
+    if (publicKey.length !== EC_PUBLIC_KEY_LENGTH || publicKey[0] !== EC_KEY_TYPE_DJB) return false;
+    if (signature.length !== SIGNATURE_LENGTH) return false;
+    const u = bytesToNumberLE(publicKey.subarray(1));
+    // WP-KEYS-02: only canonical u (this also refuses a set top bit); u = p − 1 has no Edwards image.
+    if (u >= Fp.ORDER || u === Fp.ORDER - 1n) return false;
+    // RFC 7748 §4.1 birational map: y = (u − 1) / (u + 1) mod p.
+    const y = Fp.mul(Fp.sub(u, 1n), Fp.inv(Fp.add(u, 1n)));
+    const edwardsKey = numberToBytesLE(y, 32);
+    const signBit = (signature[SIGNATURE_LENGTH - 1] ?? 0) & 0x80;
+    edwardsKey[31] = (edwardsKey[31] ?? 0) | signBit;
+    const ed25519Signature = Uint8Array.from(signature);
+    ed25519Signature[SIGNATURE_LENGTH - 1] = (ed25519Signature[SIGNATURE_LENGTH - 1] ?? 0) & 0x7f;
+    // WP-KEYS-07: the provider enforces s < L, canonical and non-small-order keys, and the equation.
+    return c.ed25519Verify(edwardsKey, message, ed25519Signature);
+  } catch {
+    return false;
+  }
+}
