@@ -5,7 +5,20 @@
  * `s` (round-trip tested).
  * @module
  */
+import {
+  ARCHIVED_STATES_MAX_LENGTH,
+  CIPHERTEXT_MESSAGE_CURRENT_VERSION,
+  MAX_MESSAGE_KEYS,
+  MAX_RECEIVER_CHAINS,
+  MAX_UINT32,
+} from '../spec/constants.js';
 import { toHex } from '../spec/hex.js';
+import {
+  decodeEcPublicKey,
+  decodeKemCiphertext,
+  decodeKemPublicKey,
+  decodeKemSecretKey,
+} from '../spec/keys.js';
 import { accept, reject, type Result } from '../spec/errors.js';
 import type { KeyPair } from '../spec/keys.js';
 import type { KyberPreKeyRecord, OneTimePreKeyRecord, PreKeyState, SignedPreKeyRecord } from './prekeys.js';
@@ -112,6 +125,30 @@ function uint(value: unknown, path: string): number {
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) throw new Malformed(path);
   return value;
 }
+/** Counters, indices, ids: they travel as protobuf uint32, so a stored value must fit one. */
+function uint32(value: unknown, path: string): number {
+  const n = uint(value, path);
+  if (n > MAX_UINT32) throw new Malformed(path);
+  return n;
+}
+/** Arrays bounded by a named limit (every store is bounded, WP-DR-08/09, WP-REC-01). */
+function bounded(value: unknown, path: string, limit: number): readonly unknown[] {
+  const a = arr(value, path);
+  if (a.length > limit) throw new Malformed(path);
+  return a;
+}
+/** A stored key must pass the same decoder as a key from the wire (WP-KEYS-01..03, WP-KEYS-05). */
+function validated(
+  decode: (b: Uint8Array) => { readonly ok: boolean },
+  value: unknown,
+  path: string,
+  length: number,
+): Uint8Array {
+  const b = bytes(value, path, length);
+  if (!decode(b).ok) throw new Malformed(path);
+  return b;
+}
+const ecPublic = (v: unknown, p: string): Uint8Array => validated(decodeEcPublicKey, v, p, 33);
 function bool(value: unknown, path: string): boolean {
   if (typeof value !== 'boolean') throw new Malformed(path);
   return value;
@@ -127,13 +164,13 @@ function bytes(value: unknown, path: string, length?: number): Uint8Array {
 const readKeyPair = (v: unknown, p: string): KeyPair => {
   const o = obj(v, p);
   return {
-    publicKey: bytes(o['public_key'], `${p}.public_key`, 33),
+    publicKey: ecPublic(o['public_key'], `${p}.public_key`),
     privateKey: bytes(o['private_key'], `${p}.private_key`, 32),
   };
 };
 const readChainKey = (v: unknown, p: string): ChainKey => {
   const o = obj(v, p);
-  return { key: bytes(o['key'], `${p}.key`, 32), index: uint(o['index'], `${p}.index`) };
+  return { key: bytes(o['key'], `${p}.key`, 32), index: uint32(o['index'], `${p}.index`) };
 };
 const readSession = (v: unknown, p: string): SessionState => {
   const o = obj(v, p);
@@ -143,34 +180,41 @@ const readSession = (v: unknown, p: string): SessionState => {
     const q = obj(pendingRaw, `${p}.pending_pre_key`);
     const preKeyId = q['pre_key_id'];
     pendingPreKey = {
-      preKeyId: preKeyId === null ? null : uint(preKeyId, `${p}.pending_pre_key.pre_key_id`),
-      signedPreKeyId: uint(q['signed_pre_key_id'], `${p}.pending_pre_key.signed_pre_key_id`),
-      kyberPreKeyId: uint(q['kyber_pre_key_id'], `${p}.pending_pre_key.kyber_pre_key_id`),
-      kyberCiphertext: bytes(q['kyber_ciphertext'], `${p}.pending_pre_key.kyber_ciphertext`, 1569),
-      baseKey: bytes(q['base_key'], `${p}.pending_pre_key.base_key`, 33),
+      preKeyId: preKeyId === null ? null : uint32(preKeyId, `${p}.pending_pre_key.pre_key_id`),
+      signedPreKeyId: uint32(q['signed_pre_key_id'], `${p}.pending_pre_key.signed_pre_key_id`),
+      kyberPreKeyId: uint32(q['kyber_pre_key_id'], `${p}.pending_pre_key.kyber_pre_key_id`),
+      kyberCiphertext: validated(
+        decodeKemCiphertext,
+        q['kyber_ciphertext'],
+        `${p}.pending_pre_key.kyber_ciphertext`,
+        1569,
+      ),
+      baseKey: ecPublic(q['base_key'], `${p}.pending_pre_key.base_key`),
       createdAt: uint(q['created_at'], `${p}.pending_pre_key.created_at`),
     };
   }
+  // WP-DR-12: only sessions of the version this profile speaks.
+  if (o['version'] !== CIPHERTEXT_MESSAGE_CURRENT_VERSION) throw new Malformed(`${p}.version`);
   return {
-    version: uint(o['version'], `${p}.version`),
-    localIdentityKey: bytes(o['local_identity_key'], `${p}.local_identity_key`, 33),
-    remoteIdentityKey: bytes(o['remote_identity_key'], `${p}.remote_identity_key`, 33),
-    localRegistrationId: uint(o['local_registration_id'], `${p}.local_registration_id`),
-    remoteRegistrationId: uint(o['remote_registration_id'], `${p}.remote_registration_id`),
-    aliceBaseKey: bytes(o['alice_base_key'], `${p}.alice_base_key`, 33),
+    version: CIPHERTEXT_MESSAGE_CURRENT_VERSION,
+    localIdentityKey: ecPublic(o['local_identity_key'], `${p}.local_identity_key`),
+    remoteIdentityKey: ecPublic(o['remote_identity_key'], `${p}.remote_identity_key`),
+    localRegistrationId: uint32(o['local_registration_id'], `${p}.local_registration_id`),
+    remoteRegistrationId: uint32(o['remote_registration_id'], `${p}.remote_registration_id`),
+    aliceBaseKey: ecPublic(o['alice_base_key'], `${p}.alice_base_key`),
     rootKey: bytes(o['root_key'], `${p}.root_key`, 32),
     senderRatchetKey: readKeyPair(o['sender_ratchet_key'], `${p}.sender_ratchet_key`),
     senderChainKey: readChainKey(o['sender_chain_key'], `${p}.sender_chain_key`),
-    previousCounter: uint(o['previous_counter'], `${p}.previous_counter`),
-    receiverChains: arr(o['receiver_chains'], `${p}.receiver_chains`).map((r, i) => {
+    previousCounter: uint32(o['previous_counter'], `${p}.previous_counter`),
+    receiverChains: bounded(o['receiver_chains'], `${p}.receiver_chains`, MAX_RECEIVER_CHAINS).map((r, i) => {
       const q = obj(r, `${p}.receiver_chains[${i}]`);
       return {
-        ratchetKey: bytes(q['ratchet_key'], `${p}.receiver_chains[${i}].ratchet_key`, 33),
+        ratchetKey: ecPublic(q['ratchet_key'], `${p}.receiver_chains[${i}].ratchet_key`),
         chainKey: readChainKey(q['chain_key'], `${p}.receiver_chains[${i}].chain_key`),
-        skipped: arr(q['skipped'], `${p}.receiver_chains[${i}].skipped`).map((s, j) => {
+        skipped: bounded(q['skipped'], `${p}.receiver_chains[${i}].skipped`, MAX_MESSAGE_KEYS).map((s, j) => {
           const k = obj(s, `${p}.receiver_chains[${i}].skipped[${j}]`);
           return {
-            index: uint(k['index'], `${p}.receiver_chains[${i}].skipped[${j}].index`),
+            index: uint32(k['index'], `${p}.receiver_chains[${i}].skipped[${j}].index`),
             seed: bytes(k['seed'], `${p}.receiver_chains[${i}].skipped[${j}].seed`, 32),
           };
         }),
@@ -217,7 +261,9 @@ export function decodeSessionRecord(json: string): Result<SessionRecord> {
   const o = parsed.value;
   return guarded(() => ({
     current: o['current'] === null ? null : readSession(o['current'], 'current'),
-    archived: arr(o['archived'], 'archived').map((s, i) => readSession(s, `archived[${i}]`)),
+    archived: bounded(o['archived'], 'archived', ARCHIVED_STATES_MAX_LENGTH).map((s, i) =>
+      readSession(s, `archived[${i}]`),
+    ),
   }));
 }
 
@@ -228,11 +274,11 @@ export function decodePreKeyState(json: string): Result<PreKeyState> {
   const o = parsed.value;
   return guarded(() => ({
     identityKeyPair: readKeyPair(o['identity_key_pair'], 'identity_key_pair'),
-    registrationId: uint(o['registration_id'], 'registration_id'),
+    registrationId: uint32(o['registration_id'], 'registration_id'),
     signedPreKeys: arr(o['signed_pre_keys'], 'signed_pre_keys').map((v, i): SignedPreKeyRecord => {
       const k = obj(v, `signed_pre_keys[${i}]`);
       return {
-        keyId: uint(k['key_id'], `signed_pre_keys[${i}].key_id`),
+        keyId: uint32(k['key_id'], `signed_pre_keys[${i}].key_id`),
         keyPair: readKeyPair(k['key_pair'], `signed_pre_keys[${i}].key_pair`),
         signature: bytes(k['signature'], `signed_pre_keys[${i}].signature`, 64),
       };
@@ -240,16 +286,16 @@ export function decodePreKeyState(json: string): Result<PreKeyState> {
     oneTimePreKeys: arr(o['one_time_pre_keys'], 'one_time_pre_keys').map((v, i): OneTimePreKeyRecord => {
       const k = obj(v, `one_time_pre_keys[${i}]`);
       return {
-        keyId: uint(k['key_id'], `one_time_pre_keys[${i}].key_id`),
+        keyId: uint32(k['key_id'], `one_time_pre_keys[${i}].key_id`),
         keyPair: readKeyPair(k['key_pair'], `one_time_pre_keys[${i}].key_pair`),
       };
     }),
     kyberPreKeys: arr(o['kyber_pre_keys'], 'kyber_pre_keys').map((v, i): KyberPreKeyRecord => {
       const k = obj(v, `kyber_pre_keys[${i}]`);
       return {
-        keyId: uint(k['key_id'], `kyber_pre_keys[${i}].key_id`),
-        publicKey: bytes(k['public_key'], `kyber_pre_keys[${i}].public_key`, 1569),
-        secretKey: bytes(k['secret_key'], `kyber_pre_keys[${i}].secret_key`, 3169),
+        keyId: uint32(k['key_id'], `kyber_pre_keys[${i}].key_id`),
+        publicKey: validated(decodeKemPublicKey, k['public_key'], `kyber_pre_keys[${i}].public_key`, 1569),
+        secretKey: validated(decodeKemSecretKey, k['secret_key'], `kyber_pre_keys[${i}].secret_key`, 3169),
         signature: bytes(k['signature'], `kyber_pre_keys[${i}].signature`, 64),
         lastResort: bool(k['last_resort'], `kyber_pre_keys[${i}].last_resort`),
       };
