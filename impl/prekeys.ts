@@ -10,6 +10,9 @@ import { xeddsaSign } from '../spec/crypto/xeddsa.js';
 import type { Env } from '../spec/env.js';
 import { UsageError } from '../spec/errors.js';
 import { generateKeyPair, type KeyPair } from '../spec/keys.js';
+import type { PreKeyBundle } from '../spec/bundle.js';
+
+export type { PreKeyBundle } from '../spec/bundle.js';
 
 /** A signed prekey with its id and signature over its 33-byte public encoding. */
 export interface SignedPreKeyRecord {
@@ -40,21 +43,6 @@ export interface PreKeyState {
   readonly signedPreKeys: readonly SignedPreKeyRecord[];
   readonly oneTimePreKeys: readonly OneTimePreKeyRecord[];
   readonly kyberPreKeys: readonly KyberPreKeyRecord[];
-}
-
-/** The public half of a device's keys as a server hands it out (one OPK at most, one Kyber key). */
-export interface PreKeyBundle {
-  readonly registrationId: number;
-  readonly deviceId: number;
-  readonly identityKey: Uint8Array;
-  readonly signedPreKeyId: number;
-  readonly signedPreKey: Uint8Array;
-  readonly signedPreKeySignature: Uint8Array;
-  readonly preKeyId: number | null;
-  readonly preKey: Uint8Array | null;
-  readonly kyberPreKeyId: number | null;
-  readonly kyberPreKey: Uint8Array | null;
-  readonly kyberPreKeySignature: Uint8Array | null;
 }
 
 /** Draws a registration id in 1..16380 from two random bytes (spec/draws.ts `generateRegistrationId`). */

@@ -47,6 +47,10 @@ export const ERROR_RULES = Object.freeze({
   WIRE_MALFORMED: 'WP-WIRE-06',
   WIRE_MISSING_FIELD: 'WP-WIRE-02',
   WIRE_KYBER_MISSING: 'WP-WIRE-03',
+  // Multi-device formats: device lists, contact links, provisioning, payloads, attachments (FORMATS-ANCHOR).
+  // Server rules (SERVER-ANCHOR).
+  // Sesame client (SESAME-ANCHOR).
+  // Device lifecycle: trust, linking, revocation, reinstall (DEVICE-ANCHOR).
   // State codecs.
   STATE_MALFORMED: 'WP-STATE-01',
   STATE_VERSION_UNKNOWN: 'WP-STATE-01',
