@@ -215,6 +215,11 @@ describe.each(PROVIDERS)('PQXDH (%s)', (_name, crypto) => {
       );
     });
 
+    it('one-time prekey without its id, or an id without the key [WP-PQXDH-12]', () => {
+      expectRefused({ ...good, preKeyId: null }, 'BUNDLE_MALFORMED', 'WP-PQXDH-12');
+      expectRefused({ ...good, preKey: null }, 'BUNDLE_MALFORMED', 'WP-PQXDH-12');
+    });
+
     const ecKey = (u: Uint8Array, type = 0x05): Uint8Array => concatBytes(Uint8Array.of(type), u);
     const p = Uint8Array.from([0xed, ...new Array<number>(30).fill(0xff), 0x7f]);
     const lowOrderOne = Uint8Array.from([1, ...new Array<number>(31).fill(0)]);

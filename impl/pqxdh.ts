@@ -56,6 +56,10 @@ export function initiateSession(
   if (!xeddsaVerify(c, identity.value, kyberPreKey.value, bundle.kyberPreKeySignature)) {
     return reject('BUNDLE_SIGNATURE_INVALID', 'Kyber prekey signature does not verify');
   }
+  // WP-PQXDH-12: a one-time prekey travels with its id, or not at all.
+  if ((bundle.preKey === null) !== (bundle.preKeyId === null)) {
+    return reject('BUNDLE_MALFORMED', 'one-time prekey and its id must be both present or both absent');
+  }
   let oneTimePreKey: Uint8Array | null = null;
   if (bundle.preKey !== null) {
     const decoded = decodeEcPublicKey(bundle.preKey);

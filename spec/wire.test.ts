@@ -361,14 +361,14 @@ describe('version byte', () => {
 });
 
 describe('lengths', () => {
-  it('rejects a SignalMessage shorter than version byte + MAC [WP-WIRE-02]', () => {
+  it('rejects a SignalMessage shorter than version byte + MAC [WP-WIRE-07]', () => {
     for (let length = 0; length < 9; length++) {
       const error = expectError(parseSignalMessage(new Uint8Array(length).fill(0x44)), 'WIRE_TOO_SHORT');
       expect(error.details).toEqual({ length, minimum: 9 });
     }
   });
 
-  it('rejects an empty PreKeySignalMessage [WP-WIRE-02]', () => {
+  it('rejects an empty PreKeySignalMessage [WP-WIRE-07]', () => {
     expectError(parsePreKeySignalMessage(new Uint8Array(0)), 'WIRE_TOO_SHORT');
   });
 
@@ -382,7 +382,7 @@ describe('lengths', () => {
 // ---------------------------------------------------------------------------------------------
 
 describe('required fields', () => {
-  it('rejects a SignalMessage missing ratchet_key, counter or ciphertext [WP-WIRE-02]', () => {
+  it('rejects a SignalMessage missing ratchet_key, counter or ciphertext [WP-WIRE-02] [WP-WIRE-07]', () => {
     for (const field of [1, 2, 4]) {
       const error = expectError(
         parseSignalMessage(buildRawSignalMessage(withField(signalRaw(), field))),
@@ -408,7 +408,7 @@ describe('required fields', () => {
     expect(parsed.ciphertext.length).toBe(0);
   });
 
-  it('rejects a PreKey message missing base_key, identity_key, message or signed_pre_key_id [WP-WIRE-03]', () => {
+  it('rejects a PreKey message missing base_key, identity_key, message or signed_pre_key_id [WP-WIRE-03] [WP-WIRE-07]', () => {
     for (const field of [2, 3, 4, 6]) {
       const error = expectError(
         parsePreKeySignalMessage(buildRawPreKeySignalMessage(withField(preKeyRaw(), field))),

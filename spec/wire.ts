@@ -465,7 +465,7 @@ function requireInput(bytes: unknown): Uint8Array {
  */
 export function parseSignalMessage(bytes: Uint8Array): Result<ParsedSignalMessage> {
   const input = requireInput(bytes);
-  // WP-WIRE-02: at least the version byte and the 8-byte MAC.
+  // WP-WIRE-07: at least the version byte and the 8-byte MAC.
   if (input.length < 1 + MAC_LENGTH) {
     return reject('WIRE_TOO_SHORT', 'SignalMessage shorter than version byte and MAC', {
       length: input.length,
