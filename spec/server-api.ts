@@ -87,6 +87,11 @@ export type ServerRequest =
       readonly messageId: MessageId;
       readonly recipient: UserId;
       readonly messages: readonly OutgoingDeviceMessage[];
+      /**
+       * A resend or retry request to one device (Sesame §4.1): the server checks that device alone
+       * (exists, registration id current) instead of the complete device set.
+       */
+      readonly onlyDevice?: DeviceId;
     }
   | { readonly kind: 'fetch'; readonly device: DeviceAddress }
   | { readonly kind: 'ack'; readonly device: DeviceAddress; readonly envelopeIds: readonly number[] }
