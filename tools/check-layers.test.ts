@@ -43,6 +43,15 @@ describe('layer rule', () => {
     expect(violations[0]?.message).toContain('impl/ must not import model/');
   });
 
+  it("lets a layer's tests use test/support/ fixtures, but not its sources", () => {
+    const violations = check({
+      'impl/session.test.ts': "import { party } from '../test/support/parties.js';\nexport const a = party;\n",
+      'impl/session.ts': "import { party } from '../test/support/parties.js';\nexport const b = party;\n",
+      'test/support/parties.ts': 'export const party = 1;\n',
+    });
+    expect(violations).toEqual([expect.objectContaining({ rule: 'layer', file: 'impl/session.ts', line: 1 })]);
+  });
+
   it('fires for every folder spec/ imports outside spec/', () => {
     const folders = ['impl', 'model', 'simulator', 'cli', 'viz', 'bench', 'vectors', 'test', 'tools'];
     const files: Record<string, string> = {};
