@@ -1,0 +1,1746 @@
+/**
+ * One client device: the whole multi-device client on top of the session layer and Sesame
+ * (WHITEPAPER.md, "Device lists and trust" WP-TRUST-*, "Transport" WP-XPORT-*, "Device lifecycle"
+ * WP-LIFE-*; Sesame rev 2 §3.3–§4.1).
+ *
+ * A device is a pure step function: `deviceStep(env, state, input, now) → { state, outputs }`. It
+ * never talks to the network itself: every server request is an output (`request`, with an id), and
+ * every server answer comes back as an input (`net.response`). Timers are inputs too
+ * (`timer.resend`, `timer.poll-provisioning`), so a simulator owns time and the network.
+ *
+ * What it does:
+ * - **Sending** (Sesame §3.3): for each recipient user (and one's own siblings, as a sync copy) an
+ *   outbox item walks: device list → device records (ConditionalUpdate; key-change events) →
+ *   bundles for devices without a session (PrepEncrypt) → encrypt to every current device → send.
+ *   A refusal (unknown user, missing/extra/stale devices) updates the records from the refusal's
+ *   device list and loops, at most MAX_SEND_ATTEMPTS times (WP-XPORT-03).
+ * - **Transport**: every send carries an idempotent message id; unanswered requests are resent on
+ *   `timer.resend` until the server answers (WP-XPORT-01); received envelopes are acknowledged
+ *   after processing, duplicates are acknowledged and dropped, never shown twice (WP-XPORT-02).
+ * - **Trust**: in `signed` mode (the default) every device list is verified against the pinned
+ *   account key, may not go back in version, and every device encrypted to or accepted from must be
+ *   in the latest verified list (WP-TRUST-*). `server` mode is Sesame's original behaviour: the
+ *   server's word is taken, so the simulator can show what the signature prevents.
+ * - **Lifecycle**: a primary creates the account and the account key; it links new devices by QR
+ *   provisioning and revokes devices by signing a list without them (WP-LIFE-*).
+ * @module
+ */
+import { MAX_SEND_ATTEMPTS } from '../spec/constants.js';
+import { equalBytes } from '../spec/bytes.js';
+import { encryptAttachment, decryptAttachment, type AttachmentPointer } from '../spec/attachment.js';
+import { checkContactLink, type ContactLink } from '../spec/contact-link.js';
+import {
+  decodeDeviceList,
+  encodeDeviceList,
+  registrationProofMessage,
+  signAccountCertificate,
+  signDeviceList,
+  signRegistrationProof,
+  verifyAccountCertificate,
+  verifySignedDeviceList,
+} from '../spec/device-list.js';
+import type { DeviceList, DeviceListEntry, SignedDeviceList } from '../spec/device-list-types.js';
+import type { Env } from '../spec/env.js';
+import { accept, reject, type ErrorCode, type ProtocolError, type Result } from '../spec/errors.js';
+import { toHex } from '../spec/hex.js';
+import {
+  MAX_DEVICE_ID,
+  PRIMARY_DEVICE_ID,
+  type DeviceAddress,
+  type DeviceId,
+  type MessageId,
+  type UserId,
+} from '../spec/identity.js';
+import { generateKeyPair, type KeyPair } from '../spec/keys.js';
+import { decodePayload, encodePayload, type AppPayload, type PayloadContent } from '../spec/payload.js';
+import {
+  decodeProvisionMessage,
+  decryptProvisionEnvelope,
+  encodeProvisionMessage,
+  encryptProvisionEnvelope,
+  RELAY_ADDRESS_BYTES,
+  relayAddressFromBytes,
+  type ProvisioningCode,
+} from '../spec/provisioning.js';
+import { decodeRetryRequest, encodeRetryRequest } from '../spec/retry-request.js';
+import type {
+  Envelope,
+  PreKeyUpload,
+  SendRefusal,
+  ServerRequest,
+  ServerResponse,
+} from '../spec/server-api.js';
+import {
+  generateKyberPreKey,
+  generateOneTimePreKey,
+  generatePreKeyState,
+  type PreKeyState,
+} from './prekeys.js';
+import {
+  applySendRefusal,
+  cleanupStaleRecords,
+  conditionalUpdate,
+  devicesNeedingSessions,
+  emptySesameState,
+  encryptForDevice,
+  encryptForUser,
+  handleRetryRequest,
+  markDeviceStale,
+  prepEncrypt,
+  prepEncryptNewSession,
+  receiveMessage,
+  recordSentMessage,
+  type SesameState,
+  type UserRecord,
+} from './sesame.js';
+
+/** How a device decides which devices of a user exist (WP-TRUST-02). */
+export interface DeviceOptions {
+  /** `signed`: lists must be signed by the pinned account key (default). `server`: the server's word. */
+  readonly deviceListAuth: 'signed' | 'server';
+}
+
+/** The hardened default. */
+export const DEFAULT_DEVICE_OPTIONS: DeviceOptions = Object.freeze({ deviceListAuth: 'signed' });
+
+/** Received payload ids remembered to drop duplicates (WP-XPORT-02); oldest forgotten beyond this. */
+export const MAX_SEEN_MESSAGE_IDS = 4_096;
+/** Outbox items a device holds at once; a send beyond it is refused to the user. */
+export const MAX_OUTBOX = 1_024;
+/** Envelopes parked while their sender's device list is fetched. */
+export const MAX_PARKED = 1_024;
+/** One-time EC prekeys uploaded per batch, and the level below which a device replenishes. */
+export const ONE_TIME_PREKEY_BATCH = 10;
+/** WP-LIFE-06: replenish one-time EC prekeys when fewer than this remain. */
+export const ONE_TIME_PREKEY_LOW_WATER = 3;
+/** One-time Kyber prekeys uploaded per batch. */
+export const KYBER_PREKEY_BATCH = 2;
+/** WP-LIFE-06: replenish one-time Kyber prekeys when none remain. */
+export const KYBER_PREKEY_LOW_WATER = 1;
+
+/** What a device knows and trusts about one account (its own included). */
+export interface TrustEntry {
+  readonly userId: UserId;
+  /** The pinned account key (from a contact link, first use, or one's own account). */
+  readonly accountKey: Uint8Array | null;
+  /** A changed account key waiting for the user's acknowledgment; sends are blocked meanwhile. */
+  readonly pendingAccountKey: Uint8Array | null;
+  /** The contact link's fingerprint the first list must match (WP-TRUST-01). */
+  readonly expectedFingerprint: ContactLink | null;
+  /** The latest accepted device list and its exact encoding. */
+  readonly list: DeviceList | null;
+  readonly listBytes: Uint8Array | null;
+}
+
+/** Content a user asks to send; attachments are encrypted once and uploaded once (WP-ATT). */
+export type SendContent =
+  | { readonly kind: 'text'; readonly text: string }
+  | {
+      readonly kind: 'attachment';
+      readonly bytes: Uint8Array;
+      readonly contentType: string;
+      readonly caption: string;
+    };
+
+/** One message on its way to one recipient account. */
+export interface OutboxItem {
+  /** Transport message id: the idempotency key at the server (WP-XPORT-01). */
+  readonly messageId: MessageId;
+  readonly recipient: UserId;
+  readonly kind: 'message' | 'resend' | 'retry-request';
+  /** The encoded payload (message, resend) or retry-request bytes. */
+  readonly plaintext: Uint8Array;
+  /** For resends and retry requests: the one target device. */
+  readonly onlyDevice: DeviceId | null;
+  /** For resends: whether a fresh session is needed first (Sesame §4.1). */
+  readonly needNewSession: boolean;
+  readonly stage:
+    'need-list' | 'need-bundles' | 'sending' | 'waiting-blob' | 'blocked' | 'mailbox-full' | 'ready';
+  readonly attempts: number;
+  readonly blobId: string | null;
+  /** The recipient's user record when this send started, for WP-XPORT-03 rollback. */
+  readonly recordBefore: UserRecord | null;
+  readonly recordCaptured: boolean;
+  /** The sessions the send in flight used, recorded as message records once accepted (Sesame §4.1). */
+  readonly sessionsUsed: readonly { readonly deviceId: DeviceId; readonly sessionBaseKey: Uint8Array }[];
+}
+
+/** A request awaiting its answer, with what the answer is for. */
+export interface PendingRequest {
+  readonly requestId: number;
+  readonly request: ServerRequest;
+  readonly purpose:
+    | { readonly kind: 'register' }
+    | { readonly kind: 'upload-prekeys' }
+    | { readonly kind: 'device-list'; readonly userId: UserId }
+    | { readonly kind: 'bundles'; readonly messageId: MessageId; readonly recipient: UserId }
+    | { readonly kind: 'send'; readonly messageId: MessageId; readonly recipient: UserId }
+    | { readonly kind: 'fetch' }
+    | { readonly kind: 'ack' }
+    | {
+        readonly kind: 'link';
+        readonly code: ProvisioningCode;
+        readonly deviceId: DeviceId;
+        readonly list: SignedDeviceList;
+      }
+    | { readonly kind: 'revoke'; readonly deviceId: DeviceId; readonly list: SignedDeviceList }
+    | { readonly kind: 'provision-put' }
+    | { readonly kind: 'provision-get' }
+    | { readonly kind: 'blob-put'; readonly blobId: string }
+    | { readonly kind: 'blob-get'; readonly pointer: AttachmentPointer };
+}
+
+/** Where a device is in its life (WP-LIFE-01). */
+export type Lifecycle =
+  | {
+      readonly kind: 'provisioning';
+      readonly relayAddress: string;
+      readonly ephemeralKey: KeyPair;
+    }
+  | { readonly kind: 'registering' }
+  | { readonly kind: 'linked' }
+  | { readonly kind: 'revoked' };
+
+/** A received envelope waiting for its sender's device list. */
+export interface ParkedEnvelope {
+  readonly envelope: Envelope;
+  /** True once a list for the sender arrived after parking: then an unknown sender is rejected. */
+  readonly listRefreshed: boolean;
+}
+
+/** The complete state of one device: plain data, canonical JSON in impl/device-codec.ts. */
+export interface DeviceState {
+  readonly options: DeviceOptions;
+  readonly lifecycle: Lifecycle;
+  readonly userId: UserId;
+  readonly deviceId: DeviceId;
+  readonly prekeys: PreKeyState;
+  readonly nextPreKeyId: number;
+  readonly nextKyberPreKeyId: number;
+  /** Only the primary holds the account private key. */
+  readonly accountPrivateKey: Uint8Array | null;
+  readonly sesame: SesameState;
+  readonly trust: Readonly<Record<UserId, TrustEntry>>;
+  readonly outbox: readonly OutboxItem[];
+  readonly pending: readonly PendingRequest[];
+  readonly nextRequestId: number;
+  readonly seen: readonly MessageId[];
+  readonly parked: readonly ParkedEnvelope[];
+  readonly linkedAt: number;
+  readonly lastFullDrainAt: number;
+}
+
+/** What the user, the network and the clock tell a device. */
+export type DeviceInput =
+  | { readonly kind: 'user.send'; readonly recipients: readonly UserId[]; readonly content: SendContent }
+  | { readonly kind: 'user.add-contact'; readonly link: ContactLink }
+  | { readonly kind: 'user.acknowledge-key-change'; readonly userId: UserId }
+  | { readonly kind: 'user.link-device'; readonly code: ProvisioningCode }
+  | { readonly kind: 'user.revoke-device'; readonly deviceId: DeviceId }
+  | { readonly kind: 'user.download'; readonly pointer: AttachmentPointer }
+  | { readonly kind: 'net.fetch' }
+  | { readonly kind: 'net.response'; readonly requestId: number; readonly response: ServerResponse }
+  | { readonly kind: 'timer.resend' }
+  | { readonly kind: 'timer.poll-provisioning' };
+
+/** What a device tells the network and the user. */
+export type DeviceOutput =
+  | { readonly kind: 'request'; readonly requestId: number; readonly request: ServerRequest }
+  | { readonly kind: 'delivered'; readonly from: DeviceAddress; readonly payload: AppPayload }
+  | { readonly kind: 'sent'; readonly messageId: MessageId; readonly recipient: UserId }
+  | {
+      readonly kind: 'send-failed';
+      readonly messageId: MessageId;
+      readonly recipient: UserId;
+      readonly error: ProtocolError;
+    }
+  | { readonly kind: 'key-change'; readonly userId: UserId; readonly deviceId: DeviceId | null }
+  | {
+      readonly kind: 'device-list-changed';
+      readonly userId: UserId;
+      readonly version: number;
+      readonly added: readonly DeviceId[];
+      readonly removed: readonly DeviceId[];
+    }
+  | {
+      readonly kind: 'undecryptable';
+      readonly from: DeviceAddress;
+      readonly messageId: MessageId;
+      readonly error: ProtocolError;
+    }
+  | { readonly kind: 'duplicate-dropped'; readonly from: DeviceAddress; readonly messageId: MessageId }
+  | { readonly kind: 'resent'; readonly messageId: MessageId; readonly to: DeviceAddress }
+  | { readonly kind: 'attachment'; readonly pointer: AttachmentPointer; readonly bytes: Uint8Array }
+  | { readonly kind: 'attachment-failed'; readonly pointer: AttachmentPointer; readonly error: ProtocolError }
+  | { readonly kind: 'linked'; readonly address: DeviceAddress }
+  | { readonly kind: 'device-linked'; readonly address: DeviceAddress }
+  | { readonly kind: 'revoked' }
+  | { readonly kind: 'error'; readonly context: string; readonly error: ProtocolError };
+
+/** A step's result. */
+export interface DeviceStepResult {
+  readonly state: DeviceState;
+  readonly outputs: readonly DeviceOutput[];
+}
+
+/** The mutable frame of one step: the state so far and the outputs so far. Never escapes a step. */
+interface Tx {
+  state: DeviceState;
+  readonly outputs: DeviceOutput[];
+  readonly env: Env;
+  readonly now: number;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Creating devices
+
+/** The public prekeys of a device as the server stores them. */
+export function preKeyUpload(
+  prekeys: PreKeyState,
+  onlyNew?: { readonly fromPreKeyId: number; readonly fromKyberId: number },
+): PreKeyUpload {
+  const signed = prekeys.signedPreKeys[prekeys.signedPreKeys.length - 1];
+  if (signed === undefined) throw new Error('device has no signed prekey');
+  return {
+    signedPreKey: { keyId: signed.keyId, publicKey: signed.keyPair.publicKey, signature: signed.signature },
+    oneTimePreKeys: prekeys.oneTimePreKeys
+      .filter((k) => onlyNew === undefined || k.keyId >= onlyNew.fromPreKeyId)
+      .map((k) => ({ keyId: k.keyId, publicKey: k.keyPair.publicKey })),
+    kyberPreKeys: prekeys.kyberPreKeys
+      .filter((k) => onlyNew === undefined || k.lastResort || k.keyId >= onlyNew.fromKyberId)
+      .map((k) => ({
+        keyId: k.keyId,
+        publicKey: k.publicKey,
+        signature: k.signature,
+        lastResort: k.lastResort,
+      })),
+  };
+}
+
+function baseState(
+  options: DeviceOptions,
+  prekeys: PreKeyState,
+  lifecycle: Lifecycle,
+  address: DeviceAddress,
+): DeviceState {
+  return {
+    options,
+    lifecycle,
+    userId: address.userId,
+    deviceId: address.deviceId,
+    prekeys,
+    nextPreKeyId: prekeys.oneTimePreKeys.length + 1,
+    nextKyberPreKeyId: prekeys.kyberPreKeys.length + 1,
+    accountPrivateKey: null,
+    sesame: emptySesameState(address),
+    trust: {},
+    outbox: [],
+    pending: [],
+    nextRequestId: 1,
+    seen: [],
+    parked: [],
+    linkedAt: 0,
+    lastFullDrainAt: 0,
+  };
+}
+
+/**
+ * WP-LIFE-01: a new account's primary device: its identity and prekeys, the account key, and the
+ * first signed device list (version 1, this device alone). Returns the registration request.
+ */
+export function createPrimaryDevice(
+  env: Env,
+  userId: UserId,
+  now: number,
+  options: DeviceOptions = DEFAULT_DEVICE_OPTIONS,
+): DeviceStepResult {
+  const prekeys = generatePreKeyState(env, {
+    oneTimePreKeys: ONE_TIME_PREKEY_BATCH,
+    oneTimeKyberPreKeys: KYBER_PREKEY_BATCH,
+  });
+  const accountKey = generateKeyPair(env.crypto, env.rng);
+  const list: DeviceList = {
+    userId,
+    version: 1,
+    accountKey: accountKey.publicKey,
+    devices: [
+      {
+        deviceId: PRIMARY_DEVICE_ID,
+        identityKey: prekeys.identityKeyPair.publicKey,
+        registrationId: prekeys.registrationId,
+      },
+    ],
+  };
+  const signed = signDeviceList(env.crypto, accountKey.privateKey, list, env.rng.randomBytes(64));
+  return createPrimaryFromList(env, prekeys, accountKey, list, signed, now, options);
+}
+
+/**
+ * WP-LIFE-05: a lost primary comes back with a new account key (an account reset). The list version
+ * continues above the old one; contacts see an account-key change before anything is sent.
+ */
+export function resetPrimaryDevice(
+  env: Env,
+  userId: UserId,
+  previousListVersion: number,
+  now: number,
+  options: DeviceOptions = DEFAULT_DEVICE_OPTIONS,
+): DeviceStepResult {
+  const prekeys = generatePreKeyState(env, {
+    oneTimePreKeys: ONE_TIME_PREKEY_BATCH,
+    oneTimeKyberPreKeys: KYBER_PREKEY_BATCH,
+  });
+  const accountKey = generateKeyPair(env.crypto, env.rng);
+  const list: DeviceList = {
+    userId,
+    version: previousListVersion + 1,
+    accountKey: accountKey.publicKey,
+    devices: [
+      {
+        deviceId: PRIMARY_DEVICE_ID,
+        identityKey: prekeys.identityKeyPair.publicKey,
+        registrationId: prekeys.registrationId,
+      },
+    ],
+  };
+  const signed = signDeviceList(env.crypto, accountKey.privateKey, list, env.rng.randomBytes(64));
+  return createPrimaryFromList(env, prekeys, accountKey, list, signed, now, options);
+}
+
+function createPrimaryFromList(
+  env: Env,
+  prekeys: PreKeyState,
+  accountKey: KeyPair,
+  list: DeviceList,
+  signed: SignedDeviceList,
+  now: number,
+  options: DeviceOptions,
+): DeviceStepResult {
+  const address = { userId: list.userId, deviceId: PRIMARY_DEVICE_ID };
+  const proofMessage = registrationProofMessage(
+    address,
+    prekeys.identityKeyPair.publicKey,
+    prekeys.registrationId,
+    accountKey.publicKey,
+  );
+  const proof = signRegistrationProof(
+    env.crypto,
+    prekeys.identityKeyPair.privateKey,
+    proofMessage,
+    env.rng.randomBytes(64),
+  );
+  const state: DeviceState = {
+    ...baseState(options, prekeys, { kind: 'registering' }, address),
+    accountPrivateKey: accountKey.privateKey,
+    trust: {
+      [list.userId]: {
+        userId: list.userId,
+        accountKey: accountKey.publicKey,
+        pendingAccountKey: null,
+        expectedFingerprint: null,
+        list,
+        listBytes: signed.list,
+      },
+    },
+  };
+  const tx: Tx = { state, outputs: [], env, now };
+  issue(
+    tx,
+    { kind: 'register' },
+    {
+      kind: 'register-account',
+      device: address,
+      identityKey: prekeys.identityKeyPair.publicKey,
+      registrationId: prekeys.registrationId,
+      deviceList: signed,
+      proof,
+      preKeys: preKeyUpload(prekeys),
+    },
+  );
+  return { state: tx.state, outputs: tx.outputs };
+}
+
+/**
+ * WP-LIFE-03: a device to be linked: its own identity and prekeys, an ephemeral key and a relay
+ * address, shown to the primary as a QR code (`code`).
+ */
+export function createProvisioningDevice(
+  env: Env,
+  now: number,
+  options: DeviceOptions = DEFAULT_DEVICE_OPTIONS,
+): DeviceStepResult & { readonly code: ProvisioningCode } {
+  const prekeys = generatePreKeyState(env, {
+    oneTimePreKeys: ONE_TIME_PREKEY_BATCH,
+    oneTimeKyberPreKeys: KYBER_PREKEY_BATCH,
+  });
+  const ephemeralKey = generateKeyPair(env.crypto, env.rng);
+  const relayAddress = relayAddressFromBytes(env.rng.randomBytes(RELAY_ADDRESS_BYTES));
+  const state = baseState(
+    options,
+    prekeys,
+    { kind: 'provisioning', relayAddress, ephemeralKey },
+    { userId: 'unlinked', deviceId: PRIMARY_DEVICE_ID },
+  );
+  const code: ProvisioningCode = {
+    relayAddress,
+    ephemeralPublicKey: ephemeralKey.publicKey,
+    identityKey: prekeys.identityKeyPair.publicKey,
+    registrationId: prekeys.registrationId,
+  };
+  void now;
+  return { state, outputs: [], code };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The step function
+
+/** Applies one input to a device. Never throws on bad network input; returns typed error outputs. */
+export function deviceStep(env: Env, state: DeviceState, input: DeviceInput, now: number): DeviceStepResult {
+  const tx: Tx = { state, outputs: [], env, now };
+  switch (input.kind) {
+    case 'user.send':
+      userSend(tx, input.recipients, input.content);
+      break;
+    case 'user.add-contact':
+      addContact(tx, input.link);
+      break;
+    case 'user.acknowledge-key-change':
+      acknowledgeKeyChange(tx, input.userId);
+      break;
+    case 'user.link-device':
+      linkDevice(tx, input.code);
+      break;
+    case 'user.revoke-device':
+      revokeDevice(tx, input.deviceId);
+      break;
+    case 'user.download':
+      if (requireLinked(tx, 'download'))
+        issue(
+          tx,
+          { kind: 'blob-get', pointer: input.pointer },
+          { kind: 'blob-get', blobId: input.pointer.blobId },
+        );
+      break;
+    case 'net.fetch':
+      if (tx.state.lifecycle.kind === 'linked' && !tx.state.pending.some((p) => p.purpose.kind === 'fetch')) {
+        issue(tx, { kind: 'fetch' }, { kind: 'fetch', device: ownAddress(tx.state) });
+      }
+      break;
+    case 'net.response':
+      onResponse(tx, input.requestId, input.response);
+      break;
+    case 'timer.resend':
+      resendPending(tx);
+      break;
+    case 'timer.poll-provisioning':
+      if (
+        tx.state.lifecycle.kind === 'provisioning' &&
+        !tx.state.pending.some((p) => p.purpose.kind === 'provision-get')
+      ) {
+        issue(
+          tx,
+          { kind: 'provision-get' },
+          { kind: 'provision-get', address: tx.state.lifecycle.relayAddress },
+        );
+      }
+      break;
+  }
+  return { state: tx.state, outputs: tx.outputs };
+}
+
+function ownAddress(state: DeviceState): DeviceAddress {
+  return { userId: state.userId, deviceId: state.deviceId };
+}
+
+function emit(tx: Tx, output: DeviceOutput): void {
+  tx.outputs.push(output);
+}
+
+function emitError(tx: Tx, context: string, code: ErrorCode, message: string): void {
+  const r = reject(code, message);
+  emit(tx, { kind: 'error', context, error: r.error });
+}
+
+function requireLinked(tx: Tx, context: string): boolean {
+  if (tx.state.lifecycle.kind === 'linked') return true;
+  // WP-LIFE-01: only a linked device sends or receives.
+  emitError(
+    tx,
+    context,
+    tx.state.lifecycle.kind === 'revoked' ? 'LIFE_REVOKED' : 'LIFE_NOT_LINKED',
+    `device is ${tx.state.lifecycle.kind}`,
+  );
+  return false;
+}
+
+function issue(tx: Tx, purpose: PendingRequest['purpose'], request: ServerRequest): void {
+  const requestId = tx.state.nextRequestId;
+  tx.state = {
+    ...tx.state,
+    nextRequestId: requestId + 1,
+    pending: [...tx.state.pending, { requestId, request, purpose }],
+  };
+  emit(tx, { kind: 'request', requestId, request });
+}
+
+/** WP-XPORT-01: every unanswered request goes out again, unchanged (same message ids). */
+function resendPending(tx: Tx): void {
+  for (const pending of tx.state.pending) {
+    if (
+      pending.purpose.kind === 'fetch' ||
+      pending.purpose.kind === 'ack' ||
+      pending.purpose.kind === 'provision-get'
+    )
+      continue;
+    emit(tx, { kind: 'request', requestId: pending.requestId, request: pending.request });
+  }
+  // Fetches, acks and relay polls are not resent: the next poll asks again.
+  tx.state = {
+    ...tx.state,
+    pending: tx.state.pending.filter(
+      (p) => p.purpose.kind !== 'fetch' && p.purpose.kind !== 'ack' && p.purpose.kind !== 'provision-get',
+    ),
+  };
+  // Mailbox-full sends are tried again (WP-XPORT-05).
+  for (const item of tx.state.outbox) {
+    if (item.stage === 'mailbox-full') {
+      updateItem(tx, item.messageId, item.recipient, { stage: 'ready' });
+      advance(tx, item.messageId, item.recipient);
+    }
+  }
+}
+
+function onResponse(tx: Tx, requestId: number, response: ServerResponse): void {
+  const pending = tx.state.pending.find((p) => p.requestId === requestId);
+  // A response to nothing we wait for (a duplicate or a late answer) is ignored.
+  if (pending === undefined) return;
+  tx.state = { ...tx.state, pending: tx.state.pending.filter((p) => p.requestId !== requestId) };
+  const purpose = pending.purpose;
+  switch (purpose.kind) {
+    case 'register':
+      onRegistered(tx, response);
+      return;
+    case 'upload-prekeys':
+      if (response.kind === 'error')
+        emit(tx, { kind: 'error', context: 'upload-prekeys', error: serverError(response) });
+      return;
+    case 'device-list':
+      onDeviceList(tx, purpose.userId, response);
+      return;
+    case 'bundles':
+      onBundles(tx, purpose.messageId, purpose.recipient, response);
+      return;
+    case 'send':
+      onSendResponse(tx, purpose.messageId, purpose.recipient, response);
+      return;
+    case 'fetch':
+      onFetch(tx, response);
+      return;
+    case 'ack':
+      return;
+    case 'link':
+      onLinkListUpdated(tx, purpose.code, purpose.deviceId, purpose.list, response);
+      return;
+    case 'revoke':
+      onRevokeListUpdated(tx, purpose.deviceId, purpose.list, response);
+      return;
+    case 'provision-put':
+      if (response.kind === 'error')
+        emit(tx, { kind: 'error', context: 'provision-put', error: serverError(response) });
+      return;
+    case 'provision-get':
+      onProvisionMessage(tx, response);
+      return;
+    case 'blob-put':
+      onBlobStored(tx, purpose.blobId, response);
+      return;
+    case 'blob-get':
+      onBlob(tx, purpose.pointer, response);
+      return;
+  }
+}
+
+function serverError(response: ServerResponse): ProtocolError {
+  if (response.kind === 'error')
+    return { code: response.code, rule: response.rule, message: response.message };
+  return reject('XPORT_SERVER_ERROR', `unexpected server answer ${response.kind}`).error;
+}
+
+function onRegistered(tx: Tx, response: ServerResponse): void {
+  if (response.kind !== 'ok') {
+    emit(tx, { kind: 'error', context: 'register', error: serverError(response) });
+    return;
+  }
+  // WP-LIFE-03: registered with the server; from now on the device receives.
+  tx.state = { ...tx.state, lifecycle: { kind: 'linked' }, linkedAt: tx.now };
+  emit(tx, { kind: 'linked', address: ownAddress(tx.state) });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Contacts and trust
+
+function trustOf(state: DeviceState, userId: UserId): TrustEntry | undefined {
+  return state.trust[userId];
+}
+
+function setTrust(tx: Tx, entry: TrustEntry): void {
+  tx.state = { ...tx.state, trust: { ...tx.state.trust, [entry.userId]: entry } };
+}
+
+function emptyTrust(userId: UserId): TrustEntry {
+  return {
+    userId,
+    accountKey: null,
+    pendingAccountKey: null,
+    expectedFingerprint: null,
+    list: null,
+    listBytes: null,
+  };
+}
+
+/** WP-TRUST-01: a chat starts from a contact link; the first list must match its fingerprint. */
+function addContact(tx: Tx, link: ContactLink): void {
+  if (!requireLinked(tx, 'add-contact')) return;
+  const existing = trustOf(tx.state, link.userId);
+  setTrust(tx, { ...(existing ?? emptyTrust(link.userId)), expectedFingerprint: link });
+  requestDeviceList(tx, link.userId);
+}
+
+function requestDeviceList(tx: Tx, userId: UserId): void {
+  if (tx.state.pending.some((p) => p.purpose.kind === 'device-list' && p.purpose.userId === userId)) return;
+  issue(tx, { kind: 'device-list', userId }, { kind: 'get-device-list', userId });
+}
+
+function onDeviceList(tx: Tx, userId: UserId, response: ServerResponse): void {
+  if (response.kind === 'device-list') {
+    const accepted = acceptDeviceList(tx, userId, response.deviceList);
+    if (!accepted.ok) emit(tx, { kind: 'error', context: `device-list ${userId}`, error: accepted.error });
+  } else {
+    emit(tx, { kind: 'error', context: `device-list ${userId}`, error: serverError(response) });
+    if (response.kind === 'error' && response.code === 'SERVER_UNKNOWN_USER')
+      failItemsFor(tx, userId, serverError(response));
+  }
+  // Whatever the outcome, envelopes parked for this user are decided now, and sends move on.
+  tx.state = {
+    ...tx.state,
+    parked: tx.state.parked.map((p) =>
+      p.envelope.sender.userId === userId ? { ...p, listRefreshed: true } : p,
+    ),
+  };
+  reprocessParked(tx, userId);
+  for (const item of tx.state.outbox) {
+    if (item.recipient === userId && item.stage === 'need-list') advance(tx, item.messageId, item.recipient);
+  }
+}
+
+/**
+ * Accepts a device list for `userId` if the trust rules allow it, updating records and emitting
+ * change events. Signed mode: WP-TRUST-02 (signature), WP-TRUST-03 (no rollback, no equivocation),
+ * WP-TRUST-04 (account key pinned). Server mode: the list's content is taken as the server says.
+ */
+function acceptDeviceList(tx: Tx, userId: UserId, signed: SignedDeviceList): Result<DeviceList> {
+  const c = tx.env.crypto;
+  const entry = trustOf(tx.state, userId) ?? emptyTrust(userId);
+  let list: DeviceList;
+  if (tx.state.options.deviceListAuth === 'signed') {
+    const verified = verifySignedDeviceList(c, signed, userId);
+    // WP-TRUST-02: an unsigned, badly signed or foreign list is refused.
+    if (!verified.ok) return reject('TRUST_LIST_INVALID', `device list refused: ${verified.error.code}`);
+    list = verified.value;
+    if (entry.expectedFingerprint !== null && entry.accountKey === null) {
+      // WP-TRUST-01: the first list must match the contact link; a mismatch sends nothing.
+      const matches = checkContactLink(c, entry.expectedFingerprint, { userId, accountKey: list.accountKey });
+      if (!matches.ok) {
+        setTrust(tx, { ...entry, expectedFingerprint: null });
+        failItemsFor(tx, userId, matches.error);
+        return matches;
+      }
+    }
+    if (entry.accountKey !== null && !equalBytes(entry.accountKey, list.accountKey)) {
+      // WP-TRUST-04: a new account key is a safety-number change: nothing is sent until acknowledged.
+      if (entry.pendingAccountKey === null || !equalBytes(entry.pendingAccountKey, list.accountKey)) {
+        setTrust(tx, { ...entry, pendingAccountKey: list.accountKey });
+        emit(tx, { kind: 'key-change', userId, deviceId: null });
+      }
+      return reject('TRUST_ACCOUNT_KEY_CHANGED', 'account key changed; waiting for acknowledgment');
+    }
+    if (entry.list !== null && entry.listBytes !== null) {
+      // WP-TRUST-03: never go back to an older list (no resurrecting a revoked device) ...
+      if (list.version < entry.list.version) {
+        return reject('TRUST_LIST_ROLLBACK', 'device list older than one already accepted');
+      }
+      // ... and one version has one content.
+      if (list.version === entry.list.version) {
+        if (!equalBytes(signed.list, entry.listBytes))
+          return reject('TRUST_LIST_EQUIVOCATION', 'two different lists with one version');
+        return accept(list);
+      }
+    }
+  } else {
+    // Server mode (Sesame rev 2): the server is authoritative; the signature is not checked.
+    const decoded = decodeDeviceList(signed.list);
+    if (!decoded.ok) return reject('TRUST_LIST_INVALID', `device list malformed: ${decoded.error.code}`);
+    if (decoded.value.userId !== userId)
+      return reject('TRUST_LIST_INVALID', 'device list names another user');
+    list = decoded.value;
+    if (entry.listBytes !== null && equalBytes(entry.listBytes, signed.list)) return accept(list);
+  }
+  const before = new Set((entry.list?.devices ?? []).map((d) => d.deviceId));
+  const after = new Set(list.devices.map((d) => d.deviceId));
+  const added = [...after].filter((d) => !before.has(d));
+  const removed = [...before].filter((d) => !after.has(d));
+  setTrust(tx, {
+    ...entry,
+    accountKey: entry.accountKey ?? list.accountKey,
+    pendingAccountKey: null,
+    list,
+    listBytes: signed.list,
+    expectedFingerprint: null,
+  });
+  // WP-TRUST-07: every change to a list is an event, before anything is encrypted to a new device.
+  emit(tx, { kind: 'device-list-changed', userId, version: list.version, added, removed });
+  // Removed devices become stale: kept to read delayed messages, never encrypted to (Sesame §3.3 step 6).
+  for (const deviceId of removed) {
+    if (userId === tx.state.userId && deviceId === tx.state.deviceId) continue;
+    tx.state = { ...tx.state, sesame: markDeviceStale(tx.state.sesame, userId, deviceId, tx.now) };
+  }
+  if (userId === tx.state.userId && !after.has(tx.state.deviceId) && tx.state.lifecycle.kind === 'linked') {
+    // WP-LIFE-04: our own account's list no longer has us: this device was revoked.
+    becomeRevoked(tx);
+  }
+  return accept(list);
+}
+
+function acknowledgeKeyChange(tx: Tx, userId: UserId): void {
+  const entry = trustOf(tx.state, userId);
+  if (entry === undefined || entry.pendingAccountKey === null) return;
+  // WP-TRUST-04: the user accepted the new account key; its list is fetched again under it.
+  setTrust(tx, {
+    ...entry,
+    accountKey: entry.pendingAccountKey,
+    pendingAccountKey: null,
+    list: null,
+    listBytes: null,
+  });
+  for (const item of tx.state.outbox) {
+    if (item.recipient === userId && item.stage === 'blocked') {
+      updateItem(tx, item.messageId, item.recipient, { stage: 'need-list' });
+    }
+  }
+  requestDeviceList(tx, userId);
+}
+
+/** Devices of a user we may encrypt to: the latest accepted list, minus ourselves. */
+function listedDevices(state: DeviceState, userId: UserId): readonly DeviceListEntry[] | null {
+  const list = state.trust[userId]?.list;
+  if (list === null || list === undefined) return null;
+  return list.devices.filter((d) => !(userId === state.userId && d.deviceId === state.deviceId));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sending
+
+function newMessageId(tx: Tx): MessageId {
+  return toHex(tx.env.rng.randomBytes(16));
+}
+
+function userSend(tx: Tx, recipients: readonly UserId[], content: SendContent): void {
+  if (!requireLinked(tx, 'send')) return;
+  const messageId = newMessageId(tx);
+  let payloadContent: Extract<PayloadContent, { kind: 'text' | 'attachment' }>;
+  let blobId: string | null = null;
+  if (content.kind === 'attachment') {
+    // WP-ATT: encrypted once, uploaded once; the pointer travels to every device.
+    const { blob, pointer } = encryptAttachment(
+      tx.env.crypto,
+      tx.env.rng,
+      content.bytes,
+      content.contentType,
+    );
+    blobId = pointer.blobId;
+    issue(tx, { kind: 'blob-put', blobId }, { kind: 'blob-put', blobId, bytes: blob });
+    payloadContent = { kind: 'attachment', pointer, caption: content.caption };
+  } else {
+    payloadContent = { kind: 'text', text: content.text };
+  }
+  const targets = [...new Set(recipients)];
+  for (const recipient of targets) {
+    const entry = trustOf(tx.state, recipient);
+    // WP-TRUST-01: no lookup by name: only users started from a link (or who wrote to us) are reachable.
+    if (recipient !== tx.state.userId && entry === undefined) {
+      emit(tx, {
+        kind: 'send-failed',
+        messageId,
+        recipient,
+        error: reject('TRUST_CONTACT_UNKNOWN', 'no contact link for this user').error,
+      });
+      continue;
+    }
+    const payload = encodePayload({ messageId, sentAt: tx.now, content: payloadContent });
+    enqueue(tx, {
+      messageId,
+      recipient,
+      kind: 'message',
+      plaintext: payload,
+      onlyDevice: null,
+      needNewSession: false,
+      blobId,
+    });
+  }
+  // Sesame §3.3: every message also reaches the sender's other devices, as a sync copy.
+  const siblings = listedDevices(tx.state, tx.state.userId) ?? [];
+  if (siblings.length > 0) {
+    for (const recipient of targets) {
+      if (recipient === tx.state.userId) continue;
+      const syncPayload = encodePayload({
+        messageId: newMessageId(tx),
+        sentAt: tx.now,
+        content: { kind: 'sync', destination: recipient, content: payloadContent },
+      });
+      const syncId = newMessageId(tx);
+      enqueue(tx, {
+        messageId: syncId,
+        recipient: tx.state.userId,
+        kind: 'message',
+        plaintext: syncPayload,
+        onlyDevice: null,
+        needNewSession: false,
+        blobId,
+      });
+    }
+  }
+}
+
+function enqueue(
+  tx: Tx,
+  fields: Pick<
+    OutboxItem,
+    'messageId' | 'recipient' | 'kind' | 'plaintext' | 'onlyDevice' | 'needNewSession' | 'blobId'
+  >,
+): void {
+  if (tx.state.outbox.length >= MAX_OUTBOX) {
+    emit(tx, {
+      kind: 'send-failed',
+      messageId: fields.messageId,
+      recipient: fields.recipient,
+      error: reject('XPORT_SEND_ATTEMPTS_EXHAUSTED', 'outbox full').error,
+    });
+    return;
+  }
+  const item: OutboxItem = {
+    ...fields,
+    stage: fields.blobId === null ? 'ready' : 'waiting-blob',
+    attempts: 0,
+    recordBefore: null,
+    recordCaptured: false,
+    sessionsUsed: [],
+  };
+  tx.state = { ...tx.state, outbox: [...tx.state.outbox, item] };
+  if (item.stage === 'ready') advance(tx, item.messageId, item.recipient);
+}
+
+function findItem(state: DeviceState, messageId: MessageId, recipient: UserId): OutboxItem | undefined {
+  return state.outbox.find((i) => i.messageId === messageId && i.recipient === recipient);
+}
+
+function updateItem(tx: Tx, messageId: MessageId, recipient: UserId, patch: Partial<OutboxItem>): void {
+  tx.state = {
+    ...tx.state,
+    outbox: tx.state.outbox.map((i) =>
+      i.messageId === messageId && i.recipient === recipient ? { ...i, ...patch } : i,
+    ),
+  };
+}
+
+function removeItem(tx: Tx, messageId: MessageId, recipient: UserId): void {
+  tx.state = {
+    ...tx.state,
+    outbox: tx.state.outbox.filter((i) => !(i.messageId === messageId && i.recipient === recipient)),
+  };
+}
+
+/**
+ * WP-XPORT-03: a failed send discards the record changes it made for that user (stale marks, new
+ * device records, new sessions) but never rewinds a session that encrypted: a sending chain only
+ * moves forward, so no message key is ever used twice.
+ */
+function failItem(tx: Tx, item: OutboxItem, error: ProtocolError): void {
+  if (item.recordCaptured) {
+    const current = tx.state.sesame.users[item.recipient];
+    const before = item.recordBefore;
+    const users = { ...tx.state.sesame.users };
+    if (before === null) {
+      delete users[item.recipient];
+    } else {
+      const devices = { ...before.devices };
+      for (const [key, was] of Object.entries(before.devices)) {
+        const now = current?.devices[key];
+        if (now !== undefined && equalBytes(now.identityKey, was.identityKey))
+          devices[key] = { ...was, sessions: now.sessions };
+      }
+      users[item.recipient] = { ...before, devices };
+    }
+    tx.state = { ...tx.state, sesame: { ...tx.state.sesame, users } };
+  }
+  removeItem(tx, item.messageId, item.recipient);
+  emit(tx, { kind: 'send-failed', messageId: item.messageId, recipient: item.recipient, error });
+}
+
+function failItemsFor(tx: Tx, userId: UserId, error: ProtocolError): void {
+  for (const item of tx.state.outbox)
+    if (item.recipient === userId && item.stage !== 'sending') failItem(tx, item, error);
+}
+
+/** Moves one outbox item as far as it can go without waiting for the server. */
+function advance(tx: Tx, messageId: MessageId, recipient: UserId): void {
+  let item = findItem(tx.state, messageId, recipient);
+  if (item === undefined || item.stage === 'sending' || item.stage === 'waiting-blob') return;
+  if (!item.recordCaptured) {
+    updateItem(tx, messageId, recipient, {
+      recordBefore: tx.state.sesame.users[recipient] ?? null,
+      recordCaptured: true,
+    });
+    item = findItem(tx.state, messageId, recipient);
+    if (item === undefined) return;
+  }
+  if (item.kind === 'retry-request') {
+    sendSingle(tx, item);
+    return;
+  }
+  const entry = trustOf(tx.state, recipient);
+  if (entry?.pendingAccountKey !== null && entry?.pendingAccountKey !== undefined) {
+    // WP-TRUST-04: blocked until the user acknowledges the new account key.
+    updateItem(tx, messageId, recipient, { stage: 'blocked' });
+    return;
+  }
+  const devices = listedDevices(tx.state, recipient);
+  if (devices === null) {
+    updateItem(tx, messageId, recipient, { stage: 'need-list' });
+    requestDeviceList(tx, recipient);
+    return;
+  }
+  if (item.kind === 'resend') {
+    sendSingle(tx, item);
+    return;
+  }
+  // Sesame ConditionalUpdate for every listed device: new devices get records, changed keys are events.
+  for (const device of devices) {
+    const updated = conditionalUpdate(
+      tx.state.sesame,
+      recipient,
+      device.deviceId,
+      device.identityKey,
+      device.registrationId,
+    );
+    tx.state = { ...tx.state, sesame: updated.state };
+    // WP-TRUST-07: a key change is reported before anything is encrypted to the device.
+    if (updated.keyChanged && !updated.created)
+      emit(tx, { kind: 'key-change', userId: recipient, deviceId: device.deviceId });
+  }
+  const need = devicesNeedingSessions(tx.state.sesame, recipient, tx.now);
+  if (need.length > 0) {
+    updateItem(tx, messageId, recipient, { stage: 'need-bundles' });
+    issue(
+      tx,
+      { kind: 'bundles', messageId, recipient },
+      { kind: 'get-bundles', userId: recipient, deviceIds: need },
+    );
+    return;
+  }
+  const encrypted = encryptForUser(tx.env, tx.state.sesame, recipient, item.plaintext, tx.now);
+  if (!encrypted.ok) {
+    failItem(tx, item, encrypted.error);
+    return;
+  }
+  tx.state = { ...tx.state, sesame: encrypted.value.state };
+  updateItem(tx, messageId, recipient, {
+    stage: 'sending',
+    attempts: item.attempts + 1,
+    sessionsUsed: encrypted.value.sessionsUsed,
+  });
+  issue(
+    tx,
+    { kind: 'send', messageId, recipient },
+    {
+      kind: 'send',
+      sender: ownAddress(tx.state),
+      messageId,
+      recipient,
+      messages: encrypted.value.messages,
+    },
+  );
+}
+
+/** A resend or retry request to one device (Sesame §4.1). */
+function sendSingle(tx: Tx, item: OutboxItem): void {
+  const deviceId = item.onlyDevice;
+  if (deviceId === null) {
+    failItem(tx, item, reject('XPORT_SERVER_ERROR', 'single-device send without a device').error);
+    return;
+  }
+  if (item.kind === 'retry-request') {
+    const registrationId =
+      listedDevices(tx.state, item.recipient)?.find((d) => d.deviceId === deviceId)?.registrationId ?? 0;
+    updateItem(tx, item.messageId, item.recipient, { stage: 'sending', attempts: item.attempts + 1 });
+    issue(
+      tx,
+      { kind: 'send', messageId: item.messageId, recipient: item.recipient },
+      {
+        kind: 'send',
+        sender: ownAddress(tx.state),
+        messageId: item.messageId,
+        recipient: item.recipient,
+        messages: [{ deviceId, registrationId, type: 'retry-request', bytes: item.plaintext }],
+        onlyDevice: deviceId,
+      },
+    );
+    return;
+  }
+  const listed = listedDevices(tx.state, item.recipient)?.find((d) => d.deviceId === deviceId);
+  if (listed === undefined) {
+    failItem(
+      tx,
+      item,
+      reject('TRUST_UNKNOWN_SENDER_DEVICE', 'resend target is not in the device list').error,
+    );
+    return;
+  }
+  if (item.needNewSession) {
+    updateItem(tx, item.messageId, item.recipient, { stage: 'need-bundles' });
+    issue(
+      tx,
+      { kind: 'bundles', messageId: item.messageId, recipient: item.recipient },
+      {
+        kind: 'get-bundles',
+        userId: item.recipient,
+        deviceIds: [deviceId],
+      },
+    );
+    return;
+  }
+  const encrypted = encryptForDevice(
+    tx.env,
+    tx.state.sesame,
+    item.recipient,
+    deviceId,
+    item.plaintext,
+    tx.now,
+  );
+  if (!encrypted.ok) {
+    failItem(tx, item, encrypted.error);
+    return;
+  }
+  tx.state = { ...tx.state, sesame: encrypted.value.state };
+  updateItem(tx, item.messageId, item.recipient, {
+    stage: 'sending',
+    attempts: item.attempts + 1,
+    sessionsUsed: [{ deviceId, sessionBaseKey: encrypted.value.sessionBaseKey }],
+  });
+  issue(
+    tx,
+    { kind: 'send', messageId: item.messageId, recipient: item.recipient },
+    {
+      kind: 'send',
+      sender: ownAddress(tx.state),
+      messageId: item.messageId,
+      recipient: item.recipient,
+      messages: [encrypted.value.message],
+      onlyDevice: deviceId,
+    },
+  );
+}
+
+function onBundles(tx: Tx, messageId: MessageId, recipient: UserId, response: ServerResponse): void {
+  const item = findItem(tx.state, messageId, recipient);
+  if (item === undefined) return;
+  if (response.kind !== 'bundles') {
+    failItem(tx, item, serverError(response));
+    return;
+  }
+  const devices = listedDevices(tx.state, recipient) ?? [];
+  const local = {
+    identityKeyPair: tx.state.prekeys.identityKeyPair,
+    registrationId: tx.state.prekeys.registrationId,
+  };
+  let sesame = tx.state.sesame;
+  for (const bundle of response.bundles) {
+    const listed = devices.find((d) => d.deviceId === bundle.deviceId);
+    // WP-TRUST-06: a bundle must carry the identity key the (verified) list names for that device.
+    if (listed === undefined || !equalBytes(listed.identityKey, bundle.identityKey)) {
+      if (tx.state.options.deviceListAuth === 'signed' || listed === undefined) {
+        failItem(
+          tx,
+          item,
+          reject('TRUST_BUNDLE_IDENTITY_MISMATCH', 'bundle identity key differs from the device list').error,
+        );
+        return;
+      }
+    }
+    const prepared = item.needNewSession
+      ? prepEncryptNewSession(tx.env, sesame, local, { ...bundle, userId: recipient }, tx.now)
+      : prepEncrypt(tx.env, sesame, local, { ...bundle, userId: recipient }, tx.now);
+    if (!prepared.ok) {
+      failItem(tx, item, prepared.error);
+      return;
+    }
+    sesame = prepared.value.state;
+    if (prepared.value.keyChanged)
+      emit(tx, { kind: 'key-change', userId: recipient, deviceId: bundle.deviceId });
+  }
+  tx.state = { ...tx.state, sesame };
+  updateItem(tx, messageId, recipient, { stage: 'ready', needNewSession: false });
+  advance(tx, messageId, recipient);
+}
+
+function onSendResponse(tx: Tx, messageId: MessageId, recipient: UserId, response: ServerResponse): void {
+  const item = findItem(tx.state, messageId, recipient);
+  if (item === undefined) return;
+  const sessions = item.sessionsUsed;
+  if (response.kind === 'accepted') {
+    if (item.kind !== 'retry-request') {
+      // Sesame §4.1: remember what went to each device, to answer a retry request.
+      let sesame = tx.state.sesame;
+      for (const used of sessions) {
+        sesame = recordSentMessage(sesame, {
+          messageId,
+          userId: recipient,
+          deviceId: used.deviceId,
+          sessionBaseKey: used.sessionBaseKey,
+          plaintext: item.plaintext,
+        });
+      }
+      tx.state = { ...tx.state, sesame };
+    }
+    removeItem(tx, messageId, recipient);
+    if (item.kind === 'resend' && item.onlyDevice !== null)
+      emit(tx, { kind: 'resent', messageId, to: { userId: recipient, deviceId: item.onlyDevice } });
+    else if (item.kind === 'message') emit(tx, { kind: 'sent', messageId, recipient });
+    return;
+  }
+  if (response.kind === 'refused') {
+    onRefusal(tx, item, response.refusal);
+    return;
+  }
+  failItem(tx, item, serverError(response));
+}
+
+function onRefusal(tx: Tx, item: OutboxItem, refusal: SendRefusal): void {
+  if (refusal.kind === 'mailbox-full') {
+    // WP-XPORT-05: nothing was stored; the send is tried again later, never dropped.
+    updateItem(tx, item.messageId, item.recipient, { stage: 'mailbox-full' });
+    return;
+  }
+  if (item.kind !== 'message') {
+    failItem(
+      tx,
+      item,
+      reject('XPORT_SEND_ATTEMPTS_EXHAUSTED', `single-device send refused: ${refusal.kind}`).error,
+    );
+    return;
+  }
+  // WP-XPORT-03: the refusal loop is bounded.
+  if (item.attempts >= MAX_SEND_ATTEMPTS) {
+    failItem(
+      tx,
+      item,
+      reject('XPORT_SEND_ATTEMPTS_EXHAUSTED', 'server kept refusing the device set', {
+        attempts: item.attempts,
+      }).error,
+    );
+    return;
+  }
+  let entries: readonly DeviceListEntry[] | null = null;
+  if (refusal.kind === 'mismatched-devices' || refusal.kind === 'stale-devices') {
+    const accepted = acceptDeviceList(tx, item.recipient, refusal.deviceList);
+    if (!accepted.ok) {
+      if (accepted.error.code === 'TRUST_ACCOUNT_KEY_CHANGED') {
+        updateItem(tx, item.messageId, item.recipient, { stage: 'blocked' });
+        return;
+      }
+      failItem(tx, item, accepted.error);
+      return;
+    }
+    entries = listedDevices(tx.state, item.recipient);
+  }
+  const applied = applySendRefusal(tx.state.sesame, item.recipient, refusal, entries, tx.now);
+  if (!applied.ok) {
+    failItem(tx, item, applied.error);
+    return;
+  }
+  tx.state = { ...tx.state, sesame: applied.value.state };
+  for (const deviceId of applied.value.keyChanges)
+    emit(tx, { kind: 'key-change', userId: item.recipient, deviceId });
+  if (refusal.kind === 'unknown-user') {
+    failItem(tx, item, reject('XPORT_SERVER_ERROR', 'recipient user does not exist').error);
+    return;
+  }
+  updateItem(tx, item.messageId, item.recipient, { stage: 'ready' });
+  advance(tx, item.messageId, item.recipient);
+}
+
+function onBlobStored(tx: Tx, blobId: string, response: ServerResponse): void {
+  const waiting = tx.state.outbox.filter((i) => i.blobId === blobId && i.stage === 'waiting-blob');
+  if (response.kind !== 'ok') {
+    for (const item of waiting) failItem(tx, item, serverError(response));
+    return;
+  }
+  for (const item of waiting) {
+    updateItem(tx, item.messageId, item.recipient, { stage: 'ready' });
+    advance(tx, item.messageId, item.recipient);
+  }
+}
+
+function onBlob(tx: Tx, pointer: AttachmentPointer, response: ServerResponse): void {
+  if (response.kind !== 'blob' || response.bytes === null) {
+    emit(tx, {
+      kind: 'attachment-failed',
+      pointer,
+      error:
+        response.kind === 'error'
+          ? serverError(response)
+          : reject('XPORT_SERVER_ERROR', 'blob not found').error,
+    });
+    return;
+  }
+  const plaintext = decryptAttachment(tx.env.crypto, pointer, response.bytes);
+  if (!plaintext.ok) emit(tx, { kind: 'attachment-failed', pointer, error: plaintext.error });
+  else emit(tx, { kind: 'attachment', pointer, bytes: plaintext.value });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Receiving
+
+function onFetch(tx: Tx, response: ServerResponse): void {
+  if (response.kind !== 'envelopes') {
+    if (
+      response.kind === 'error' &&
+      (response.code === 'SERVER_UNKNOWN_DEVICE' || response.code === 'SERVER_UNKNOWN_USER')
+    ) {
+      // WP-LIFE-04: the server no longer knows this device: it was revoked.
+      becomeRevoked(tx);
+      return;
+    }
+    emit(tx, { kind: 'error', context: 'fetch', error: serverError(response) });
+    return;
+  }
+  const acked: number[] = [];
+  for (const envelope of response.envelopes) {
+    if (tx.state.parked.some((p) => p.envelope.envelopeId === envelope.envelopeId)) continue;
+    if (processEnvelope(tx, envelope, false)) acked.push(envelope.envelopeId);
+  }
+  if (acked.length > 0)
+    issue(tx, { kind: 'ack' }, { kind: 'ack', device: ownAddress(tx.state), envelopeIds: acked });
+  if (tx.state.parked.length === 0) {
+    // Sesame §3.1: stale records go after MAXLATENCY and a complete mailbox drain.
+    tx.state = {
+      ...tx.state,
+      lastFullDrainAt: tx.now,
+      sesame: cleanupStaleRecords(tx.state.sesame, tx.now, tx.now),
+    };
+  }
+  replenishPreKeys(tx);
+}
+
+function reprocessParked(tx: Tx, userId: UserId): void {
+  const mine = tx.state.parked.filter((p) => p.envelope.sender.userId === userId);
+  if (mine.length === 0) return;
+  const acked: number[] = [];
+  for (const parked of mine) {
+    tx.state = {
+      ...tx.state,
+      parked: tx.state.parked.filter((p) => p.envelope.envelopeId !== parked.envelope.envelopeId),
+    };
+    if (processEnvelope(tx, parked.envelope, parked.listRefreshed)) acked.push(parked.envelope.envelopeId);
+  }
+  if (acked.length > 0)
+    issue(tx, { kind: 'ack' }, { kind: 'ack', device: ownAddress(tx.state), envelopeIds: acked });
+}
+
+function park(tx: Tx, envelope: Envelope): void {
+  if (tx.state.parked.length >= MAX_PARKED) return; // left unacknowledged: the server redelivers it later
+  tx.state = { ...tx.state, parked: [...tx.state.parked, { envelope, listRefreshed: false }] };
+  requestDeviceList(tx, envelope.sender.userId);
+}
+
+/** Processes one envelope; returns true when it is done (to be acknowledged), false when parked. */
+function processEnvelope(tx: Tx, envelope: Envelope, listRefreshed: boolean): boolean {
+  if (tx.state.lifecycle.kind !== 'linked') return false;
+  const sender = envelope.sender;
+  if (sender.userId === tx.state.userId && sender.deviceId === tx.state.deviceId) {
+    emitError(tx, 'receive', 'TRUST_UNKNOWN_SENDER_DEVICE', 'envelope claims to come from this device');
+    return true;
+  }
+  const signedMode = tx.state.options.deviceListAuth === 'signed';
+  const listed = listedDevices(tx.state, sender.userId)?.find((d) => d.deviceId === sender.deviceId);
+  if (signedMode && listed === undefined) {
+    // WP-TRUST-05: only devices in the sender's verified list are heard; fetch the list once, then decide.
+    if (!listRefreshed) {
+      park(tx, envelope);
+      return false;
+    }
+    emit(tx, {
+      kind: 'undecryptable',
+      from: sender,
+      messageId: envelope.messageId,
+      error: reject('TRUST_UNKNOWN_SENDER_DEVICE', 'sender device is not in its account list').error,
+    });
+    return true;
+  }
+  if (envelope.type === 'retry-request') {
+    onRetryRequest(tx, sender, envelope.bytes);
+    return true;
+  }
+  if (trustOf(tx.state, sender.userId) === undefined) setTrust(tx, emptyTrust(sender.userId));
+  const received = receiveMessage(
+    tx.env,
+    tx.state.sesame,
+    tx.state.prekeys,
+    sender,
+    envelope.type,
+    envelope.bytes,
+    tx.now,
+  );
+  if (!received.ok) {
+    if (received.error.code === 'DUPLICATE_MESSAGE') {
+      // WP-XPORT-02: at-least-once delivery: a duplicate is acknowledged and dropped.
+      emit(tx, { kind: 'duplicate-dropped', from: sender, messageId: envelope.messageId });
+      return true;
+    }
+    // Sesame §4.1: report it and ask the sender to resend.
+    emit(tx, { kind: 'undecryptable', from: sender, messageId: envelope.messageId, error: received.error });
+    requestRetry(tx, sender, envelope.messageId);
+    return true;
+  }
+  if (
+    signedMode &&
+    listed !== undefined &&
+    !equalBytes(listed.identityKey, received.value.senderIdentityKey)
+  ) {
+    // WP-TRUST-05: the message decrypted under an identity key the list does not vouch for: discard it.
+    emit(tx, {
+      kind: 'undecryptable',
+      from: sender,
+      messageId: envelope.messageId,
+      error: reject('TRUST_SENDER_IDENTITY_MISMATCH', 'sender identity key differs from its device list')
+        .error,
+    });
+    return true;
+  }
+  tx.state = { ...tx.state, sesame: received.value.state, prekeys: received.value.prekeys };
+  if (received.value.keyChanged)
+    emit(tx, { kind: 'key-change', userId: sender.userId, deviceId: sender.deviceId });
+  const payload = decodePayload(received.value.plaintext);
+  if (!payload.ok) {
+    emit(tx, { kind: 'undecryptable', from: sender, messageId: envelope.messageId, error: payload.error });
+    return true;
+  }
+  if (tx.state.seen.includes(payload.value.messageId)) {
+    // WP-XPORT-02: the same payload twice (a resend that crossed the original) is shown once.
+    emit(tx, { kind: 'duplicate-dropped', from: sender, messageId: payload.value.messageId });
+    return true;
+  }
+  if (payload.value.content.kind === 'sync' && sender.userId !== tx.state.userId) {
+    emit(tx, {
+      kind: 'undecryptable',
+      from: sender,
+      messageId: envelope.messageId,
+      error: reject('TRUST_UNKNOWN_SENDER_DEVICE', 'sync copy from another account').error,
+    });
+    return true;
+  }
+  const seen = [...tx.state.seen, payload.value.messageId];
+  tx.state = {
+    ...tx.state,
+    seen: seen.length > MAX_SEEN_MESSAGE_IDS ? seen.slice(seen.length - MAX_SEEN_MESSAGE_IDS) : seen,
+  };
+  emit(tx, { kind: 'delivered', from: sender, payload: payload.value });
+  return true;
+}
+
+/** Sesame §4.1: an unencrypted retry request naming the transport id of the failed message. */
+function requestRetry(tx: Tx, sender: DeviceAddress, failedMessageId: MessageId): void {
+  if (!/^[0-9a-f]{32}$/.test(failedMessageId)) return;
+  enqueue(tx, {
+    messageId: newMessageId(tx),
+    recipient: sender.userId,
+    kind: 'retry-request',
+    plaintext: encodeRetryRequest(failedMessageId),
+    onlyDevice: sender.deviceId,
+    needNewSession: false,
+    blobId: null,
+  });
+}
+
+function onRetryRequest(tx: Tx, requester: DeviceAddress, bytes: Uint8Array): void {
+  const decoded = decodeRetryRequest(bytes);
+  if (!decoded.ok) {
+    emit(tx, { kind: 'error', context: 'retry-request', error: decoded.error });
+    return;
+  }
+  const handled = handleRetryRequest(tx.state.sesame, requester, decoded.value, tx.now);
+  if (!handled.ok) {
+    emit(tx, { kind: 'error', context: 'retry-request', error: handled.error });
+    return;
+  }
+  tx.state = { ...tx.state, sesame: handled.value.state };
+  const action = handled.value.action;
+  if (action.kind === 'drop') return;
+  // The resend gets a fresh transport id (the old one is already stored at the server); the payload
+  // inside keeps its own id, so the receiver shows it once (WP-XPORT-02).
+  enqueue(tx, {
+    messageId: newMessageId(tx),
+    recipient: requester.userId,
+    kind: 'resend',
+    plaintext: action.plaintext,
+    onlyDevice: requester.deviceId,
+    needNewSession: action.needNewSession,
+    blobId: null,
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Prekeys
+
+/** WP-LIFE-06: keep one-time prekeys stocked: below the low-water mark, generate and upload a batch. */
+function replenishPreKeys(tx: Tx): void {
+  const prekeys = tx.state.prekeys;
+  const needEc = prekeys.oneTimePreKeys.length < ONE_TIME_PREKEY_LOW_WATER;
+  const needKyber = prekeys.kyberPreKeys.filter((k) => !k.lastResort).length < KYBER_PREKEY_LOW_WATER;
+  if (!needEc && !needKyber) return;
+  if (tx.state.pending.some((p) => p.purpose.kind === 'upload-prekeys')) return;
+  const fromPreKeyId = tx.state.nextPreKeyId;
+  const fromKyberId = tx.state.nextKyberPreKeyId;
+  const oneTime = [...prekeys.oneTimePreKeys];
+  const kyber = [...prekeys.kyberPreKeys];
+  let nextPreKeyId = fromPreKeyId;
+  let nextKyberPreKeyId = fromKyberId;
+  if (needEc)
+    for (let i = 0; i < ONE_TIME_PREKEY_BATCH; i++)
+      oneTime.push(generateOneTimePreKey(tx.env, nextPreKeyId++));
+  if (needKyber) {
+    for (let i = 0; i < KYBER_PREKEY_BATCH; i++)
+      kyber.push(generateKyberPreKey(tx.env, prekeys.identityKeyPair, nextKyberPreKeyId++, false));
+  }
+  const updated = { ...prekeys, oneTimePreKeys: oneTime, kyberPreKeys: kyber };
+  tx.state = { ...tx.state, prekeys: updated, nextPreKeyId, nextKyberPreKeyId };
+  const upload = preKeyUpload(updated, { fromPreKeyId, fromKyberId });
+  issue(
+    tx,
+    { kind: 'upload-prekeys' },
+    { kind: 'upload-prekeys', device: ownAddress(tx.state), preKeys: upload },
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Linking, revocation
+
+function requirePrimary(tx: Tx, context: string): Uint8Array | null {
+  if (!requireLinked(tx, context)) return null;
+  // WP-LIFE-02: only the primary holds the account key, so only it changes the device list.
+  if (tx.state.accountPrivateKey === null) {
+    emitError(tx, context, 'LIFE_NOT_PRIMARY', 'only the primary device can change the device list');
+    return null;
+  }
+  return tx.state.accountPrivateKey;
+}
+
+function ownList(state: DeviceState): DeviceList | null {
+  return state.trust[state.userId]?.list ?? null;
+}
+
+/** WP-LIFE-02: the primary adds the device shown in a QR code to a new signed list. */
+function linkDevice(tx: Tx, code: ProvisioningCode): void {
+  const accountPrivateKey = requirePrimary(tx, 'link-device');
+  if (accountPrivateKey === null) return;
+  const current = ownList(tx.state);
+  if (current === null) return;
+  const used = new Set(current.devices.map((d) => d.deviceId));
+  let deviceId = 0;
+  for (let id = PRIMARY_DEVICE_ID + 1; id <= MAX_DEVICE_ID; id++) {
+    if (!used.has(id)) {
+      deviceId = id;
+      break;
+    }
+  }
+  if (deviceId === 0) {
+    emitError(tx, 'link-device', 'LIFE_NO_FREE_DEVICE_ID', 'no free device id');
+    return;
+  }
+  const list: DeviceList = {
+    ...current,
+    version: current.version + 1,
+    devices: [
+      ...current.devices,
+      { deviceId, identityKey: code.identityKey, registrationId: code.registrationId },
+    ].sort((a, b) => a.deviceId - b.deviceId),
+  };
+  const signed = signDeviceList(tx.env.crypto, accountPrivateKey, list, tx.env.rng.randomBytes(64));
+  issue(
+    tx,
+    { kind: 'link', code, deviceId, list: signed },
+    { kind: 'update-device-list', device: ownAddress(tx.state), deviceList: signed },
+  );
+}
+
+function onLinkListUpdated(
+  tx: Tx,
+  code: ProvisioningCode,
+  deviceId: DeviceId,
+  signed: SignedDeviceList,
+  response: ServerResponse,
+): void {
+  if (response.kind !== 'ok') {
+    emit(tx, { kind: 'error', context: 'link-device', error: serverError(response) });
+    return;
+  }
+  const accepted = acceptDeviceList(tx, tx.state.userId, signed);
+  if (!accepted.ok) {
+    emit(tx, { kind: 'error', context: 'link-device', error: accepted.error });
+    return;
+  }
+  const accountPrivateKey = tx.state.accountPrivateKey;
+  if (accountPrivateKey === null) return;
+  // WP-LIFE-03: the provisioning message travels encrypted to the QR code's ephemeral key.
+  const certificate = signAccountCertificate(
+    tx.env.crypto,
+    accountPrivateKey,
+    code.identityKey,
+    tx.env.rng.randomBytes(64),
+  );
+  const message = encodeProvisionMessage({
+    userId: tx.state.userId,
+    deviceId,
+    deviceList: signed,
+    accountCertificate: certificate,
+  });
+  const envelope = encryptProvisionEnvelope(tx.env.crypto, tx.env.rng, code.ephemeralPublicKey, message);
+  issue(
+    tx,
+    { kind: 'provision-put' },
+    { kind: 'provision-put', address: code.relayAddress, bytes: envelope },
+  );
+  emit(tx, { kind: 'device-linked', address: { userId: tx.state.userId, deviceId } });
+}
+
+/** WP-LIFE-04: the primary signs a list without the device; the server then deletes its mailbox. */
+function revokeDevice(tx: Tx, deviceId: DeviceId): void {
+  const accountPrivateKey = requirePrimary(tx, 'revoke-device');
+  if (accountPrivateKey === null) return;
+  const current = ownList(tx.state);
+  if (current === null) return;
+  if (deviceId === tx.state.deviceId || !current.devices.some((d) => d.deviceId === deviceId)) {
+    emitError(tx, 'revoke-device', 'LIFE_UNKNOWN_DEVICE', 'no such other device in the account');
+    return;
+  }
+  const list: DeviceList = {
+    ...current,
+    version: current.version + 1,
+    devices: current.devices.filter((d) => d.deviceId !== deviceId),
+  };
+  const signed = signDeviceList(tx.env.crypto, accountPrivateKey, list, tx.env.rng.randomBytes(64));
+  issue(
+    tx,
+    { kind: 'revoke', deviceId, list: signed },
+    { kind: 'update-device-list', device: ownAddress(tx.state), deviceList: signed },
+  );
+}
+
+function onRevokeListUpdated(
+  tx: Tx,
+  _deviceId: DeviceId,
+  signed: SignedDeviceList,
+  response: ServerResponse,
+): void {
+  if (response.kind !== 'ok') {
+    emit(tx, { kind: 'error', context: 'revoke-device', error: serverError(response) });
+    return;
+  }
+  const accepted = acceptDeviceList(tx, tx.state.userId, signed);
+  if (!accepted.ok) emit(tx, { kind: 'error', context: 'revoke-device', error: accepted.error });
+}
+
+function becomeRevoked(tx: Tx): void {
+  if (tx.state.lifecycle.kind === 'revoked') return;
+  tx.state = { ...tx.state, lifecycle: { kind: 'revoked' }, outbox: [], parked: [] };
+  emit(tx, { kind: 'revoked' });
+}
+
+/** WP-LIFE-03: the new device reads the relay, checks everything, and registers. */
+function onProvisionMessage(tx: Tx, response: ServerResponse): void {
+  const lifecycle = tx.state.lifecycle;
+  if (lifecycle.kind !== 'provisioning' || response.kind !== 'provision' || response.bytes === null) return;
+  const c = tx.env.crypto;
+  const fail = (message: string): void => emitError(tx, 'provision', 'LIFE_PROVISION_INVALID', message);
+  const plaintext = decryptProvisionEnvelope(c, lifecycle.ephemeralKey.privateKey, response.bytes);
+  if (!plaintext.ok) return fail(`envelope: ${plaintext.error.code}`);
+  const message = decodeProvisionMessage(plaintext.value);
+  if (!message.ok) return fail(`message: ${message.error.code}`);
+  const list = verifySignedDeviceList(c, message.value.deviceList, message.value.userId);
+  if (!list.ok) return fail(`device list: ${list.error.code}`);
+  const me = list.value.devices.find((d) => d.deviceId === message.value.deviceId);
+  const identityKey = tx.state.prekeys.identityKeyPair.publicKey;
+  // WP-LIFE-03: the signed list must contain exactly this device, certified by the account key.
+  if (
+    me === undefined ||
+    !equalBytes(me.identityKey, identityKey) ||
+    me.registrationId !== tx.state.prekeys.registrationId
+  ) {
+    return fail('the list does not contain this device');
+  }
+  if (!verifyAccountCertificate(c, list.value.accountKey, identityKey, message.value.accountCertificate)) {
+    return fail('account certificate does not verify');
+  }
+  const address = { userId: message.value.userId, deviceId: message.value.deviceId };
+  const proofMessage = registrationProofMessage(
+    address,
+    identityKey,
+    tx.state.prekeys.registrationId,
+    list.value.accountKey,
+  );
+  const proof = signRegistrationProof(
+    c,
+    tx.state.prekeys.identityKeyPair.privateKey,
+    proofMessage,
+    tx.env.rng.randomBytes(64),
+  );
+  tx.state = {
+    ...tx.state,
+    lifecycle: { kind: 'registering' },
+    userId: address.userId,
+    deviceId: address.deviceId,
+    sesame: emptySesameState(address),
+    trust: {
+      [address.userId]: {
+        userId: address.userId,
+        accountKey: list.value.accountKey,
+        pendingAccountKey: null,
+        expectedFingerprint: null,
+        list: list.value,
+        listBytes: message.value.deviceList.list,
+      },
+    },
+  };
+  issue(
+    tx,
+    { kind: 'register' },
+    {
+      kind: 'register-device',
+      device: address,
+      identityKey,
+      registrationId: tx.state.prekeys.registrationId,
+      proof,
+      preKeys: preKeyUpload(tx.state.prekeys),
+    },
+  );
+}
+
+/** Exposed for tests: the encoded own device list, e.g. to compare versions. */
+export function ownDeviceList(state: DeviceState): DeviceList | null {
+  return ownList(state);
+}
+
+/** Exposed for tests and the simulator: the account key fingerprint input of this account. */
+export function encodedOwnList(state: DeviceState): Uint8Array | null {
+  const list = ownList(state);
+  return list === null ? null : encodeDeviceList(list);
+}
