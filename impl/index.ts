@@ -10,3 +10,5 @@ export * from './double-ratchet.js';
 export * from './session-record.js';
 export * from './state-codec.js';
 export * from './abstract.js';
+export * from './server.js';
+export * from './server-codec.js';

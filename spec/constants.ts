@@ -67,3 +67,105 @@ export const MESSAGE_KEYS_INFO = 'WhisperMessageKeys';
 
 /** Largest registration id and prekey id values (uint32 on the wire). */
 export const MAX_UINT32 = 0xffff_ffff;
+
+/**
+ * WP-SRV-20: envelopes one device's mailbox holds until that device acknowledges them. A send that
+ * would overflow any target mailbox is refused as a whole (`mailbox-full`) and retried by the
+ * sender later, so the bound never drops an accepted message.
+ */
+export const MAILBOX_CAPACITY = 500;
+
+/** WP-SRV-21: largest ciphertext one device's copy of a message may carry (Signal's 256 KiB). */
+export const MAX_ENVELOPE_SIZE = 256 * 1024;
+
+/**
+ * WP-SRV-19: accepted (sender, message id) pairs the server remembers per recipient account to make
+ * sends idempotent; the oldest is forgotten beyond this. A client's resends of one send happen well
+ * within this many later sends to the same account.
+ */
+export const MESSAGE_ID_DEDUP_WINDOW = 1_000;
+
+/**
+ * WP-SRV-08: one-time EC prekeys, and separately one-time Kyber prekeys, the server stores per device
+ * (Signal's server accepts 100 per upload). Bounds the directory; devices replenish as keys go.
+ */
+export const MAX_ONE_TIME_PREKEYS = 100;
+
+/** WP-SRV-23: milliseconds a provisioning message waits for its reader before it is purged (10 min). */
+export const PROVISIONING_TTL = 10 * 60 * 1000;
+
+/** WP-SRV-23: largest provisioning message (an encrypted linking payload is a few KiB). */
+export const MAX_PROVISIONING_SIZE = 64 * 1024;
+
+/** WP-SRV-25: provisioning messages the relay holds at once. */
+export const MAX_PROVISIONING_ENTRIES = 1_024;
+
+/** WP-SRV-24: largest attachment blob (ciphertext) the server stores. */
+export const MAX_BLOB_SIZE = 4 * 1024 * 1024;
+
+/** WP-SRV-25: blobs the server stores at once. */
+export const MAX_BLOBS = 4_096;
+
+/** WP-SRV-25: accounts the server holds. */
+export const MAX_ACCOUNTS = 100_000;
+
+/**
+ * WP-DEV-03: most devices one signed device list may hold (primary included). Bounds the list a
+ * peer must decode and the fan-out of every send; Signal allows the primary plus a handful of linked
+ * devices, WhatsApp four companions, so 16 leaves room without making a send unbounded.
+ */
+export const MAX_DEVICES_PER_ACCOUNT = 16;
+
+/**
+ * WP-PAY-04: largest text and caption of an application payload, in UTF-8 bytes (64 KiB). Longer
+ * texts travel as attachments; the bound keeps one decrypted message small.
+ */
+export const MAX_TEXT_LENGTH = 65_536;
+
+/** WP-PAY-04: most message ids one receipt may acknowledge (bounds a receipt's size and work). */
+export const MAX_RECEIPT_IDS = 100;
+
+/**
+ * WP-PAY-03: payloads are padded to a multiple of this many bytes (Signal's message padding block),
+ * so a ciphertext's length reveals the message length only to the nearest 160 bytes.
+ */
+export const PAYLOAD_PADDING_BLOCK = 160;
+
+/**
+ * WP-ATT-01: largest attachment plaintext, 100 MiB. Bounds the blob store and what one download
+ * can force a device to hash and decrypt (Signal's limit is of the same order).
+ */
+export const MAX_ATTACHMENT_SIZE = 100 * 1024 * 1024;
+
+/** WP-ATT-06: longest attachment content type (RFC 6838 §4.2 allows 127 + 1 + 127 characters). */
+export const MAX_CONTENT_TYPE_LENGTH = 255;
+
+/**
+ * WP-SES-11: Sesame's MAXLATENCY (§2.2, §3.1): a message not delivered within 30 days is treated as
+ * lost, so a stale record older than this (and a complete mailbox drain later) can be deleted.
+ */
+export const MAX_LATENCY_MS = 30 * 24 * 60 * 60 * 1000;
+
+/**
+ * Sesame §3.3, §6.5: attempts of the send loop per recipient user. An honest server needs at most
+ * three (mismatched devices, then stale devices, then accept) unless devices change meanwhile.
+ */
+export const MAX_SEND_ATTEMPTS = 5;
+
+/** WP-SES-12: message records kept for retry requests (Sesame §4.1); the oldest is dropped beyond this. */
+export const MAX_MESSAGE_RECORDS = 1_000;
+
+/** WP-SES-14: resends per message record (Sesame §4.1, §6.5), so forged retry requests cannot make us loop. */
+export const MAX_RESENDS = 3;
+
+/**
+ * WP-SES-15: device records per user record, stale ones included (Sesame §6.5): twice the 16 devices
+ * an account may list, so a full list still fits beside the stale records awaiting deletion.
+ */
+export const MAX_DEVICE_RECORDS_PER_USER = 32;
+
+/** WP-SES-15: user records per device (Sesame §6.5): bounds what forged senders can make us store. */
+export const MAX_USER_RECORDS = 10_000;
+
+/** WP-LINK-04: HKDF info deriving the provisioning envelope's AES and HMAC keys. */
+export const PROVISIONING_INFO = 'Lockstep_Provisioning_v1';
