@@ -84,6 +84,7 @@ import {
   emptySesameState,
   encryptForDevice,
   encryptForUser,
+  getUserRecord,
   handleRetryRequest,
   markDeviceStale,
   prepEncrypt,
@@ -680,7 +681,8 @@ function onRegistered(tx: Tx, response: ServerResponse): void {
 // Contacts and trust
 
 function trustOf(state: DeviceState, userId: UserId): TrustEntry | undefined {
-  return state.trust[userId];
+  // Own properties only: `constructor` is a valid user id.
+  return Object.hasOwn(state.trust, userId) ? state.trust[userId] : undefined;
 }
 
 function setTrust(tx: Tx, entry: TrustEntry): void {
@@ -832,7 +834,7 @@ function acknowledgeKeyChange(tx: Tx, userId: UserId): void {
 
 /** Devices of a user we may encrypt to: the latest accepted list, minus ourselves. */
 function listedDevices(state: DeviceState, userId: UserId): readonly DeviceListEntry[] | null {
-  const list = state.trust[userId]?.list;
+  const list = trustOf(state, userId)?.list;
   if (list === null || list === undefined) return null;
   return list.devices.filter((d) => !(userId === state.userId && d.deviceId === state.deviceId));
 }
@@ -966,7 +968,7 @@ function removeItem(tx: Tx, messageId: MessageId, recipient: UserId): void {
  */
 function failItem(tx: Tx, item: OutboxItem, error: ProtocolError): void {
   if (item.recordCaptured) {
-    const current = tx.state.sesame.users[item.recipient];
+    const current = getUserRecord(tx.state.sesame, item.recipient);
     const before = item.recordBefore;
     const users = { ...tx.state.sesame.users };
     if (before === null) {
@@ -997,7 +999,7 @@ function advance(tx: Tx, messageId: MessageId, recipient: UserId): void {
   if (item === undefined || item.stage === 'sending' || item.stage === 'waiting-blob') return;
   if (!item.recordCaptured) {
     updateItem(tx, messageId, recipient, {
-      recordBefore: tx.state.sesame.users[recipient] ?? null,
+      recordBefore: getUserRecord(tx.state.sesame, recipient) ?? null,
       recordCaptured: true,
     });
     item = findItem(tx.state, messageId, recipient);
@@ -1545,7 +1547,7 @@ function requirePrimary(tx: Tx, context: string): Uint8Array | null {
 }
 
 function ownList(state: DeviceState): DeviceList | null {
-  return state.trust[state.userId]?.list ?? null;
+  return trustOf(state, state.userId)?.list ?? null;
 }
 
 /** WP-LIFE-02: the primary adds the device shown in a QR code to a new signed list. */

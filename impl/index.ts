@@ -12,3 +12,6 @@ export * from './state-codec.js';
 export * from './abstract.js';
 export * from './server.js';
 export * from './server-codec.js';
+export * from './sesame.js';
+export * from './sesame-codec.js';
+export * from './device.js';

@@ -4,7 +4,8 @@
  * (proto2, every field optional) and the framing in `protocol.rs`; the protobuf encoding itself is
  * the Protocol Buffers "Encoding" guide. Varints, tags and length prefixes are read and written with
  * `@bufbuild/protobuf`'s `BinaryReader` / `BinaryWriter`; this module adds only the field tables,
- * the framing and the checks the protocol needs.
+ * the framing and the checks the protocol needs; the varint, length and skipping rules it shares
+ * with Lockstep's own formats live in spec/protobuf.ts.
  *
  * ## SignalMessage (WP-WIRE-02)
  *
@@ -72,7 +73,7 @@
  *   `spec/wire-testing.ts`.
  * @module
  */
-import { BinaryReader, BinaryWriter, WireType } from '@bufbuild/protobuf/wire';
+import { BinaryWriter, WireType } from '@bufbuild/protobuf/wire';
 import { concatBytes, copyBytes } from './bytes.js';
 import {
   CIPHERTEXT_MESSAGE_CURRENT_VERSION,
@@ -86,6 +87,7 @@ import {
 } from './constants.js';
 import { accept, InvariantError, reject, UsageError, type Result } from './errors.js';
 import { decodeEcPublicKey, decodeKemCiphertext } from './keys.js';
+import { cursorOf, MalformedProtobuf, readLengthDelimited, readVarint, skipField } from './protobuf.js';
 
 /** The message version that PQXDH replaced (X3DH); PreKey messages of this version are refused. */
 const X3DH_MESSAGE_VERSION = 3;
@@ -93,8 +95,8 @@ const X3DH_MESSAGE_VERSION = 3;
 /** Oldest message version whose high nibble is still recognised (older is "legacy"). */
 const OLDEST_RECOGNISED_VERSION = X3DH_MESSAGE_VERSION;
 
-/** Deepest nesting of proto2 groups skipped inside unknown fields (prost's default recursion limit). */
-export const MAX_GROUP_DEPTH = 100;
+/** Deepest nesting of proto2 groups skipped inside unknown fields (re-exported from spec/protobuf.ts). */
+export { MAX_GROUP_DEPTH } from './protobuf.js';
 
 /** Length of a Kyber-1024 ciphertext encoding on the wire: type byte ‖ raw ciphertext. */
 const KEM_CIPHERTEXT_ENCODED_LENGTH = 1 + KYBER1024_CIPHERTEXT_LENGTH;
@@ -147,7 +149,7 @@ export interface ParsedSignalMessage extends SignalMessageFields {
 
 /** The fields of a `PreKeySignalMessage`. */
 export interface PreKeySignalMessageFields {
-  /** The responder's registration id (uint32; 0 when absent on the wire). */
+  /** The sender's (initiator's) registration id (uint32; 0 when absent on the wire). */
   readonly registrationId: number;
   /** The one-time prekey used, if any. */
   readonly preKeyId?: number;
@@ -287,96 +289,13 @@ interface DecodedFields {
   readonly bytes: ReadonlyMap<number, Uint8Array>;
 }
 
-/** Thrown inside the decoder only, and always caught there; carries non-secret numbers. */
-class MalformedProtobuf extends Error {
-  constructor(
-    message: string,
-    readonly details: Readonly<Record<string, number>>,
-  ) {
-    super(message);
-  }
-}
-
-/** A reader together with the bytes it reads (the reader keeps its buffer private). */
-interface Cursor {
-  readonly reader: BinaryReader;
-  readonly bytes: Uint8Array;
-}
-
-/** Reads one varint as an unsigned 64-bit value with prost's validity rules. */
-function readVarint({ reader, bytes }: Cursor): bigint {
-  const start = reader.pos;
-  const value = BigInt(reader.uint64()); // throws past 10 bytes or past the end
-  // WP-WIRE-06: a 10-byte varint may carry only bit 63 in its last byte; the reader would wrap.
-  if (reader.pos - start === 10 && (bytes[reader.pos - 1] ?? 0) > 1) {
-    throw new MalformedProtobuf('varint overflows 64 bits', { offset: start });
-  }
-  return value;
-}
-
-/** Reads a length prefix and returns a view of the bytes it covers. */
-function readLengthDelimited(cursor: Cursor): Uint8Array {
-  const { reader, bytes } = cursor;
-  const start = reader.pos;
-  const length = readVarint(cursor);
-  // WP-WIRE-06: the length must fit in what is left (checked as a 64-bit value, never truncated).
-  if (length > BigInt(reader.len - reader.pos)) {
-    throw new MalformedProtobuf('length runs past the end', { offset: start });
-  }
-  const begin = reader.pos;
-  reader.pos = begin + Number(length);
-  return bytes.subarray(begin, reader.pos);
-}
-
-/**
- * Skips one unknown field, groups included, iteratively (never recursing over untrusted input).
- * WP-WIRE-04: unknown fields of any wire type are accepted and ignored.
- */
-function skipField(cursor: Cursor, fieldNo: number, wireType: WireType): void {
-  const { reader } = cursor;
-  const openGroups: number[] = [];
-  let field = fieldNo;
-  let type = wireType;
-  for (;;) {
-    const offset = reader.pos;
-    switch (type) {
-      case WireType.Varint:
-        readVarint(cursor);
-        break;
-      case WireType.Bit64:
-      case WireType.Bit32:
-        reader.skip(type, field); // checks bounds
-        break;
-      case WireType.LengthDelimited:
-        readLengthDelimited(cursor);
-        break;
-      case WireType.StartGroup:
-        if (openGroups.length >= MAX_GROUP_DEPTH) {
-          throw new MalformedProtobuf('groups nested too deeply', { offset, limit: MAX_GROUP_DEPTH });
-        }
-        openGroups.push(field);
-        break;
-      case WireType.EndGroup:
-        // WP-WIRE-06: an end-group tag must close the group opened with the same field number.
-        if (openGroups.pop() !== field) {
-          throw new MalformedProtobuf('unexpected end-group tag', { offset, field });
-        }
-        break;
-      default:
-        throw new MalformedProtobuf('invalid wire type', { offset, wireType: type });
-    }
-    if (openGroups.length === 0) return;
-    [field, type] = reader.tag();
-  }
-}
-
 /**
  * Decodes a whole protobuf message against a table of known fields. Unknown fields are skipped
  * (WP-WIRE-04); anything the protobuf encoding does not allow is `WIRE_MALFORMED` (WP-WIRE-06).
  */
 function decodeFields(protobuf: Uint8Array, schema: ReadonlyMap<number, FieldKind>): Result<DecodedFields> {
-  const reader = new BinaryReader(protobuf);
-  const cursor: Cursor = { reader, bytes: protobuf };
+  const cursor = cursorOf(protobuf);
+  const { reader } = cursor;
   const uint32 = new Map<number, number>();
   const bytes = new Map<number, Uint8Array>();
   try {
