@@ -45,4 +45,14 @@ export const DRAWS = Object.freeze({
   ],
   /** Encrypting a message draws nothing (the IV comes from the message-key KDF). */
   ratchetEncrypt: [],
+  /** WP-LINK-04: a provisioning envelope draws the sender's ephemeral X25519 key, then the CBC IV. */
+  provisionEnvelope: [
+    { purpose: 'X25519 private key', bytes: 32 },
+    { purpose: 'AES-CBC IV', bytes: 16 },
+  ],
+  /** WP-ATT-01: an attachment draws its 64-byte key (AES ‖ HMAC), then the CBC IV. */
+  encryptAttachment: [
+    { purpose: 'attachment key (AES-256 ‖ HMAC-SHA256)', bytes: 64 },
+    { purpose: 'AES-CBC IV', bytes: 16 },
+  ],
 } satisfies Record<string, readonly Draw[]>);

@@ -5,6 +5,7 @@
  */
 import type { CryptoProvider } from '../../spec/crypto/provider.js';
 import type { FamilyFile, JsonObject, VectorTest } from './format.js';
+import { checkMultideviceFormatsTest } from './multidevice-formats.js';
 import { checkPqxdhTest } from './pqxdh.js';
 import { replayScript, type CheckFailure } from './script.js';
 import { resolveSetup } from './setup.js';
@@ -22,6 +23,10 @@ export function checkTest(c: CryptoProvider, file: FamilyFile, test: VectorTest)
   const testPath = `tests[${index}]`;
   if (file.family === 'pqxdh') {
     const failure = checkPqxdhTest(c, test);
+    return failure === null ? null : { path: `${testPath}.${failure.path}`, message: failure.message };
+  }
+  if (file.family === 'multidevice-formats') {
+    const failure = checkMultideviceFormatsTest(c, test);
     return failure === null ? null : { path: `${testPath}.${failure.path}`, message: failure.message };
   }
   const { setup, path } = resolveSetup(test.input.setup, file.setups, testPath);

@@ -7,6 +7,7 @@ import type { CryptoProvider } from '../../spec/crypto/provider.js';
 import type { FamilyFile } from './format.js';
 import { generateInvalidFamily } from './invalid.js';
 import { generateLimitsFamily } from './limits.js';
+import { generateMultideviceFormatsFamily } from './multidevice-formats.js';
 import { generatePqxdhFamily } from './pqxdh.js';
 import { generateTranscriptFamily } from './transcript.js';
 
@@ -22,4 +23,5 @@ export const FAMILIES: readonly FamilyDefinition[] = [
   { name: 'transcript', generate: generateTranscriptFamily },
   { name: 'limits', generate: generateLimitsFamily },
   { name: 'invalid', generate: generateInvalidFamily },
+  { name: 'multidevice-formats', generate: generateMultideviceFormatsFamily },
 ];
