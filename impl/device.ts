@@ -162,6 +162,10 @@ export interface OutboxItem {
   /** The recipient's user record when this send started, for WP-XPORT-03 rollback. */
   readonly recordBefore: UserRecord | null;
   readonly recordCaptured: boolean;
+  /** The sync copy for one's own other devices, sent once the server accepts this send (Sesame §3.3). */
+  readonly syncCopy: Uint8Array | null;
+  /** For resends: the transport id of the message record this resend replaces (WP-XPORT-06). */
+  readonly replacesMessageId: MessageId | null;
   /** The sessions the send in flight used, recorded as message records once accepted (Sesame §4.1). */
   readonly sessionsUsed: readonly { readonly deviceId: DeviceId; readonly sessionBaseKey: Uint8Array }[];
 }
@@ -624,6 +628,8 @@ function onResponse(tx: Tx, requestId: number, response: ServerResponse): void {
     case 'upload-prekeys':
       if (response.kind === 'error')
         emit(tx, { kind: 'error', context: 'upload-prekeys', error: serverError(response) });
+      // WP-LIFE-06: keys used up while this upload was in flight are replenished now.
+      else replenishPreKeys(tx);
       return;
     case 'device-list':
       onDeviceList(tx, purpose.userId, response);
@@ -714,13 +720,31 @@ function requestDeviceList(tx: Tx, userId: UserId): void {
 }
 
 function onDeviceList(tx: Tx, userId: UserId, response: ServerResponse): void {
+  let refused: ProtocolError | null = null;
   if (response.kind === 'device-list') {
     const accepted = acceptDeviceList(tx, userId, response.deviceList);
-    if (!accepted.ok) emit(tx, { kind: 'error', context: `device-list ${userId}`, error: accepted.error });
+    if (!accepted.ok) {
+      emit(tx, { kind: 'error', context: `device-list ${userId}`, error: accepted.error });
+      refused = accepted.error;
+    }
   } else {
-    emit(tx, { kind: 'error', context: `device-list ${userId}`, error: serverError(response) });
-    if (response.kind === 'error' && response.code === 'SERVER_UNKNOWN_USER')
-      failItemsFor(tx, userId, serverError(response));
+    refused = serverError(response);
+    emit(tx, { kind: 'error', context: `device-list ${userId}`, error: refused });
+  }
+  if (refused !== null) {
+    // WP-XPORT-03: a list that cannot be had is asked for again a bounded number of times: a changed
+    // account key blocks the sends until acknowledged; anything else fails them, typed, in the end.
+    for (const item of tx.state.outbox) {
+      if (item.recipient !== userId || item.stage !== 'need-list') continue;
+      if (refused.code === 'TRUST_ACCOUNT_KEY_CHANGED') {
+        updateItem(tx, item.messageId, item.recipient, { stage: 'blocked' });
+      } else if (refused.code === 'SERVER_UNKNOWN_USER' || item.attempts + 1 >= MAX_SEND_ATTEMPTS) {
+        failItem(tx, item, refused);
+      } else {
+        updateItem(tx, item.messageId, item.recipient, { attempts: item.attempts + 1 });
+        requestDeviceList(tx, userId);
+      }
+    }
   }
   // Whatever the outcome, envelopes parked for this user are decided now, and sends move on.
   tx.state = {
@@ -753,7 +777,7 @@ function acceptDeviceList(tx: Tx, userId: UserId, signed: SignedDeviceList): Res
       // WP-TRUST-01: the first list must match the contact link; a mismatch sends nothing.
       const matches = checkContactLink(c, entry.expectedFingerprint, { userId, accountKey: list.accountKey });
       if (!matches.ok) {
-        setTrust(tx, { ...entry, expectedFingerprint: null });
+        // The link stays the reference: every later list is checked against it too, never trusted on first use.
         failItemsFor(tx, userId, matches.error);
         return matches;
       }
@@ -775,6 +799,8 @@ function acceptDeviceList(tx: Tx, userId: UserId, signed: SignedDeviceList): Res
       if (list.version === entry.list.version) {
         if (!equalBytes(signed.list, entry.listBytes))
           return reject('TRUST_LIST_EQUIVOCATION', 'two different lists with one version');
+        // The pinned key's own list again: a pending key change (a forged list) is withdrawn.
+        if (entry.pendingAccountKey !== null) setTrust(tx, { ...entry, pendingAccountKey: null });
         return accept(list);
       }
     }
@@ -879,6 +905,16 @@ function userSend(tx: Tx, recipients: readonly UserId[], content: SendContent): 
       continue;
     }
     const payload = encodePayload({ messageId, sentAt: tx.now, content: payloadContent });
+    // Sesame §3.3: every message also reaches the sender's other devices, as a sync copy, sent once
+    // the server has accepted the message itself (so a refused send shows nowhere as sent).
+    const syncCopy =
+      recipient !== tx.state.userId && (listedDevices(tx.state, tx.state.userId) ?? []).length > 0
+        ? encodePayload({
+            messageId: newMessageId(tx),
+            sentAt: tx.now,
+            content: { kind: 'sync', destination: recipient, content: payloadContent },
+          })
+        : null;
     enqueue(tx, {
       messageId,
       recipient,
@@ -887,29 +923,8 @@ function userSend(tx: Tx, recipients: readonly UserId[], content: SendContent): 
       onlyDevice: null,
       needNewSession: false,
       blobId,
+      syncCopy,
     });
-  }
-  // Sesame §3.3: every message also reaches the sender's other devices, as a sync copy.
-  const siblings = listedDevices(tx.state, tx.state.userId) ?? [];
-  if (siblings.length > 0) {
-    for (const recipient of targets) {
-      if (recipient === tx.state.userId) continue;
-      const syncPayload = encodePayload({
-        messageId: newMessageId(tx),
-        sentAt: tx.now,
-        content: { kind: 'sync', destination: recipient, content: payloadContent },
-      });
-      const syncId = newMessageId(tx);
-      enqueue(tx, {
-        messageId: syncId,
-        recipient: tx.state.userId,
-        kind: 'message',
-        plaintext: syncPayload,
-        onlyDevice: null,
-        needNewSession: false,
-        blobId,
-      });
-    }
   }
 }
 
@@ -918,7 +933,8 @@ function enqueue(
   fields: Pick<
     OutboxItem,
     'messageId' | 'recipient' | 'kind' | 'plaintext' | 'onlyDevice' | 'needNewSession' | 'blobId'
-  >,
+  > &
+    Partial<Pick<OutboxItem, 'syncCopy' | 'replacesMessageId'>>,
 ): void {
   if (tx.state.outbox.length >= MAX_OUTBOX) {
     emit(tx, {
@@ -936,6 +952,8 @@ function enqueue(
     recordBefore: null,
     recordCaptured: false,
     sessionsUsed: [],
+    syncCopy: fields.syncCopy ?? null,
+    replacesMessageId: fields.replacesMessageId ?? null,
   };
   tx.state = { ...tx.state, outbox: [...tx.state.outbox, item] };
   if (item.stage === 'ready') advance(tx, item.messageId, item.recipient);
@@ -1016,7 +1034,10 @@ function advance(tx: Tx, messageId: MessageId, recipient: UserId): void {
     return;
   }
   const devices = listedDevices(tx.state, recipient);
-  if (devices === null) {
+  const refreshing = tx.state.pending.some(
+    (p) => p.purpose.kind === 'device-list' && p.purpose.userId === recipient,
+  );
+  if (devices === null || refreshing) {
     updateItem(tx, messageId, recipient, { stage: 'need-list' });
     requestDeviceList(tx, recipient);
     return;
@@ -1156,6 +1177,14 @@ function onBundles(tx: Tx, messageId: MessageId, recipient: UserId, response: Se
   const item = findItem(tx.state, messageId, recipient);
   if (item === undefined) return;
   if (response.kind !== 'bundles') {
+    // The list we hold may name a device the server no longer has (revoked since): refresh the
+    // list and try again, within the same bounded attempts (WP-XPORT-03).
+    const stale = response.kind === 'error' && response.code === 'SERVER_UNKNOWN_DEVICE';
+    if (stale && item.attempts < MAX_SEND_ATTEMPTS) {
+      updateItem(tx, messageId, recipient, { stage: 'need-list', attempts: item.attempts + 1 });
+      requestDeviceList(tx, recipient);
+      return;
+    }
     failItem(tx, item, serverError(response));
     return;
   }
@@ -1203,6 +1232,20 @@ function onSendResponse(tx: Tx, messageId: MessageId, recipient: UserId, respons
       // Sesame §4.1: remember what went to each device, to answer a retry request.
       let sesame = tx.state.sesame;
       for (const used of sessions) {
+        // WP-XPORT-06: a resend replaces the record it answers and inherits its resend count, so
+        // the bound holds across the fresh transport ids of successive resends.
+        const replaced =
+          item.replacesMessageId === null
+            ? undefined
+            : sesame.messageRecords.find(
+                (r) =>
+                  r.messageId === item.replacesMessageId &&
+                  r.userId === recipient &&
+                  r.deviceId === used.deviceId,
+              );
+        if (replaced !== undefined) {
+          sesame = { ...sesame, messageRecords: sesame.messageRecords.filter((r) => r !== replaced) };
+        }
         sesame = recordSentMessage(sesame, {
           messageId,
           userId: recipient,
@@ -1210,10 +1253,31 @@ function onSendResponse(tx: Tx, messageId: MessageId, recipient: UserId, respons
           sessionBaseKey: used.sessionBaseKey,
           plaintext: item.plaintext,
         });
+        if (replaced !== undefined) {
+          sesame = {
+            ...sesame,
+            messageRecords: sesame.messageRecords.map((r) =>
+              r.messageId === messageId && r.userId === recipient && r.deviceId === used.deviceId
+                ? { ...r, resends: replaced.resends }
+                : r,
+            ),
+          };
+        }
       }
       tx.state = { ...tx.state, sesame };
     }
     removeItem(tx, messageId, recipient);
+    if (item.syncCopy !== null) {
+      enqueue(tx, {
+        messageId: newMessageId(tx),
+        recipient: tx.state.userId,
+        kind: 'message',
+        plaintext: item.syncCopy,
+        onlyDevice: null,
+        needNewSession: false,
+        blobId: null,
+      });
+    }
     if (item.kind === 'resend' && item.onlyDevice !== null)
       emit(tx, { kind: 'resent', messageId, to: { userId: recipient, deviceId: item.onlyDevice } });
     else if (item.kind === 'message') emit(tx, { kind: 'sent', messageId, recipient });
@@ -1356,6 +1420,12 @@ function reprocessParked(tx: Tx, userId: UserId): void {
   }
   if (acked.length > 0)
     issue(tx, { kind: 'ack' }, { kind: 'ack', device: ownAddress(tx.state), envelopeIds: acked });
+  replenishPreKeys(tx);
+}
+
+function parkQuietly(tx: Tx, envelope: Envelope): void {
+  if (tx.state.parked.length >= MAX_PARKED) return;
+  tx.state = { ...tx.state, parked: [...tx.state.parked, { envelope, listRefreshed: false }] };
 }
 
 function park(tx: Tx, envelope: Envelope): void {
@@ -1373,6 +1443,12 @@ function processEnvelope(tx: Tx, envelope: Envelope, listRefreshed: boolean): bo
     return true;
   }
   const signedMode = tx.state.options.deviceListAuth === 'signed';
+  if (signedMode && trustOf(tx.state, sender.userId)?.pendingAccountKey != null) {
+    // WP-TRUST-04: the sender's account key changed; its messages wait, unacknowledged, until the
+    // user accepts the new key and the new list is fetched. Nothing is lost.
+    parkQuietly(tx, envelope);
+    return false;
+  }
   const listed = listedDevices(tx.state, sender.userId)?.find((d) => d.deviceId === sender.deviceId);
   if (signedMode && listed === undefined) {
     // WP-TRUST-05: only devices in the sender's verified list are heard; fetch the list once, then decide.
@@ -1418,7 +1494,12 @@ function processEnvelope(tx: Tx, envelope: Envelope, listRefreshed: boolean): bo
     listed !== undefined &&
     !equalBytes(listed.identityKey, received.value.senderIdentityKey)
   ) {
-    // WP-TRUST-05: the message decrypted under an identity key the list does not vouch for: discard it.
+    // WP-TRUST-05: the list we hold may predate a reinstall in that slot: fetch it once more first.
+    if (!listRefreshed) {
+      park(tx, envelope);
+      return false;
+    }
+    // Still not vouched for: discard it.
     emit(tx, {
       kind: 'undecryptable',
       from: sender,
@@ -1497,6 +1578,7 @@ function onRetryRequest(tx: Tx, requester: DeviceAddress, bytes: Uint8Array): vo
     onlyDevice: requester.deviceId,
     needNewSession: action.needNewSession,
     blobId: null,
+    replacesMessageId: decoded.value,
   });
 }
 

@@ -45,11 +45,14 @@ describe('layer rule', () => {
 
   it("lets a layer's tests use test/support/ fixtures, but not its sources", () => {
     const violations = check({
-      'impl/session.test.ts': "import { party } from '../test/support/parties.js';\nexport const a = party;\n",
+      'impl/session.test.ts':
+        "import { party } from '../test/support/parties.js';\nexport const a = party;\n",
       'impl/session.ts': "import { party } from '../test/support/parties.js';\nexport const b = party;\n",
       'test/support/parties.ts': 'export const party = 1;\n',
     });
-    expect(violations).toEqual([expect.objectContaining({ rule: 'layer', file: 'impl/session.ts', line: 1 })]);
+    expect(violations).toEqual([
+      expect.objectContaining({ rule: 'layer', file: 'impl/session.ts', line: 1 }),
+    ]);
   });
 
   it('fires for every folder spec/ imports outside spec/', () => {

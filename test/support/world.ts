@@ -23,6 +23,7 @@ import {
   type DeviceOptions,
   type DeviceOutput,
   type DeviceState,
+  type PendingRequest,
   type SendContent,
 } from '../../impl/device.js';
 import { emptyServerState, handleRequest, type ServerState } from '../../impl/server.js';
@@ -107,31 +108,45 @@ export function run(world: World, limit = 100_000): void {
   let steps = 0;
   while (world.queue.length > 0) {
     if (++steps > limit) throw new Error('world did not settle');
-    const packet = world.queue.shift();
-    if (packet === undefined) break;
-    const decision = world.policy(packet);
-    if (decision === 'drop') continue;
-    const copies = decision === 'duplicate' ? 2 : 1;
-    for (let i = 0; i < copies; i++) {
-      if (packet.dir === 'up') {
-        const step = handleRequest({ crypto: world.env.crypto }, world.server, packet.request, world.now);
-        world.server = step.state;
-        world.serverLog.push({ device: packet.device, request: packet.request, response: step.response });
-        world.queue.push({
-          dir: 'down',
-          device: packet.device,
-          requestId: packet.requestId,
-          response: step.response,
-        });
-      } else if (world.devices.has(packet.device)) {
-        input(world, packet.device, {
-          kind: 'net.response',
-          requestId: packet.requestId,
-          response: packet.response,
-        });
-      }
+    deliverOne(world);
+  }
+}
+
+/**
+ * Takes the oldest queued packet and does with it what `world.policy` says: a request goes to the
+ * honest server (its response is queued), a response goes to its device. False when the queue was
+ * empty.
+ */
+export function deliverOne(world: World): boolean {
+  const packet = world.queue.shift();
+  if (packet === undefined) return false;
+  const decision = world.policy(packet);
+  if (decision === 'drop') return true;
+  const copies = decision === 'duplicate' ? 2 : 1;
+  for (let i = 0; i < copies; i++) {
+    if (packet.dir === 'up') {
+      const response = answerHonestly(world, packet.device, packet.request);
+      world.queue.push({ dir: 'down', device: packet.device, requestId: packet.requestId, response });
+    } else if (world.devices.has(packet.device)) {
+      input(world, packet.device, {
+        kind: 'net.response',
+        requestId: packet.requestId,
+        response: packet.response,
+      });
     }
   }
+  return true;
+}
+
+/**
+ * The honest server handles one request now (its state changes and the exchange is logged), but the
+ * response goes back to the caller instead of the device: a test can inspect, alter or hold it.
+ */
+export function answerHonestly(world: World, name: string, request: ServerRequest): ServerResponse {
+  const step = handleRequest({ crypto: world.env.crypto }, world.server, request, world.now);
+  world.server = step.state;
+  world.serverLog.push({ device: name, request, response: step.response });
+  return step.response;
 }
 
 /** Creates an account with its primary device and registers it. */
@@ -248,4 +263,88 @@ export function outputsOf<K extends DeviceOutput['kind']>(
 /** Advances the virtual clock. */
 export function advance(world: World, ms: number): void {
   world.now += ms;
+}
+
+/** Requests a device still waits an answer for, optionally only those of one request kind. */
+export function pendingOf(world: World, name: string, kind?: ServerRequest['kind']): PendingRequest[] {
+  return device(world, name).pending.filter((p) => kind === undefined || p.request.kind === kind);
+}
+
+/**
+ * Answers a device's request with a response the test crafted (a hostile or broken server), then
+ * runs the network. Returns what the device output for this answer alone.
+ */
+export function respond(
+  world: World,
+  name: string,
+  requestId: number,
+  response: ServerResponse,
+): readonly DeviceOutput[] {
+  const outputs = input(world, name, { kind: 'net.response', requestId, response });
+  run(world);
+  return outputs;
+}
+
+/**
+ * From now on the network loses every request `name` makes of this kind (the device keeps waiting
+ * for the answer, so a test can answer it with {@link respond}); other packets follow the policy
+ * that was in force. Returns a function that restores that policy.
+ */
+export function holdRequests(world: World, name: string, kind: ServerRequest['kind']): () => void {
+  const previous = world.policy;
+  world.policy = (packet) =>
+    packet.dir === 'up' && packet.device === name && packet.request.kind === kind ? 'drop' : previous(packet);
+  return () => {
+    world.policy = previous;
+  };
+}
+
+/** The send requests a device emitted, in order, with their position in the device's outputs. */
+export function sendRequestsOf(
+  world: World,
+  name: string,
+): { readonly index: number; readonly request: Extract<ServerRequest, { kind: 'send' }> }[] {
+  return (world.outputs.get(name) ?? []).flatMap((o, index) =>
+    o.kind === 'request' && o.request.kind === 'send' ? [{ index, request: o.request }] : [],
+  );
+}
+
+/** Position of the first output of a device matching `predicate`, or -1. */
+export function firstOutputIndex(
+  world: World,
+  name: string,
+  predicate: (output: DeviceOutput) => boolean,
+): number {
+  return (world.outputs.get(name) ?? []).findIndex(predicate);
+}
+
+/** Sends from a device without running the network (its requests stay queued). */
+export function sendQueued(
+  world: World,
+  name: string,
+  recipients: readonly UserId[],
+  content: SendContent | string,
+): readonly DeviceOutput[] {
+  return input(world, name, {
+    kind: 'user.send',
+    recipients,
+    content: typeof content === 'string' ? { kind: 'text', text: content } : content,
+  });
+}
+
+/** Every linked device resends what is unanswered (`timer.resend`), then the network runs. */
+export function resendAll(world: World): void {
+  for (const name of world.devices.keys()) {
+    if (device(world, name).lifecycle.kind === 'linked') input(world, name, { kind: 'timer.resend' });
+  }
+  run(world);
+}
+
+/**
+ * Delivers at most `steps` packets; true when the network settled. A test of a client that might
+ * loop with a hostile server uses it, then inspects what was sent.
+ */
+export function runAtMost(world: World, steps: number): boolean {
+  for (let i = 0; i < steps && world.queue.length > 0; i++) deliverOne(world);
+  return world.queue.length === 0;
 }
