@@ -14,7 +14,7 @@ import type { Env } from '../spec/env.js';
 import { accept, reject, type Result } from '../spec/errors.js';
 import { deriveMessageKeys, kdfCk, kdfRk } from '../spec/kdf.js';
 import { dh, generateKeyPair } from '../spec/keys.js';
-import { encodePreKeySignalMessage, encodeSignalMessageBody, frameSignalMessage } from '../spec/wire.js';
+import { encodePreKeySignalMessage, encodeSignalMessage } from '../spec/wire.js';
 import type { ParsedSignalMessage } from '../spec/wire.js';
 import { equalBytes } from '../spec/bytes.js';
 import type { ChainKey, ReceiverChain, SessionState, SkippedMessageKey } from './session-state.js';
@@ -35,15 +35,16 @@ export function ratchetEncrypt(
   const chain = session.senderChainKey;
   const step = kdfCk(c, chain.key);
   const keys = deriveMessageKeys(c, step.messageKeySeed);
-  const body = encodeSignalMessageBody({
+  const fields = {
     ratchetKey: session.senderRatchetKey.publicKey,
     counter: chain.index,
     previousCounter: session.previousCounter,
     ciphertext: encryptBody(c, keys, plaintext),
-  });
+  };
   // WP-DR-05: the MAC binds sender and receiver identity keys to the exact bytes sent.
-  const mac = computeMessageMac(c, keys.macKey, session.localIdentityKey, session.remoteIdentityKey, body);
-  const signalMessage = frameSignalMessage(body, mac);
+  const signalMessage = encodeSignalMessage(fields, (macInput) =>
+    computeMessageMac(c, keys.macKey, session.localIdentityKey, session.remoteIdentityKey, macInput),
+  );
   const pending = session.pendingPreKey;
   const next: SessionState = {
     ...session,

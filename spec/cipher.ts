@@ -9,7 +9,7 @@
  * ```
  * @module
  */
-import { concatBytes, equalBytes } from './bytes.js';
+import { equalBytes } from './bytes.js';
 import { EC_PUBLIC_KEY_LENGTH, MAC_LENGTH } from './constants.js';
 import type { CryptoProvider } from './crypto/provider.js';
 import { accept, reject, UsageError, type Result } from './errors.js';
@@ -65,7 +65,8 @@ export function computeMessageMac(
   requireBytes('receiverIdentityKey', receiverIdentityKey, EC_PUBLIC_KEY_LENGTH);
   requireBytes('macInput', macInput);
   // WP-DR-05: sender identity, then receiver identity, then version ‖ protobuf; truncate to 8 bytes.
-  const full = c.hmacSha256(macKey, concatBytes(senderIdentityKey, receiverIdentityKey, macInput));
+  // The three parts are streamed into the HMAC rather than concatenated: the body can be large.
+  const full = c.hmacSha256Parts(macKey, [senderIdentityKey, receiverIdentityKey, macInput]);
   return full.slice(0, MAC_LENGTH);
 }
 

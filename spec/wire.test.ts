@@ -1,10 +1,12 @@
+import { BinaryWriter, WireType } from '@bufbuild/protobuf/wire';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { concatBytes } from './bytes.js';
+import { concatBytes, equalBytes } from './bytes.js';
 import { ERROR_RULES, UsageError, type ErrorCode, type ProtocolError, type Result } from './errors.js';
 import { fromHex, toHex } from './hex.js';
 import {
   encodePreKeySignalMessage,
+  encodeSignalMessage,
   encodeSignalMessageBody,
   frameSignalMessage,
   MAX_GROUP_DEPTH,
@@ -121,6 +123,33 @@ const signalFieldsArb = fc.record({
 });
 const macArb = fc.uint8Array({ minLength: 8, maxLength: 8 });
 
+/** A deterministic body of `length` bytes (large bodies without fast-check generating each byte). */
+function patternBytes(length: number, seed = 0): Uint8Array {
+  return Uint8Array.from({ length }, (_, i) => (i * 131 + seed * 7 + 11) & 0xff);
+}
+
+/** Ciphertexts small and large, so that the length prefix takes one, two and three varint bytes. */
+const anySizeCiphertextArb = fc.oneof(
+  fc.uint8Array({ maxLength: 300 }),
+  fc
+    .tuple(fc.integer({ min: 0, max: 70_000 }), fc.nat(255))
+    .map(([length, seed]) => patternBytes(length, seed)),
+);
+
+/**
+ * The slow, plain reference for the SignalMessage encoders: every field through one BinaryWriter,
+ * as the protobuf encoding guide describes it, then the MAC appended by concatenation.
+ */
+function referenceSignalMessage(fields: SignalMessageFields, mac: Uint8Array): Uint8Array {
+  const writer = new BinaryWriter();
+  writer.raw(Uint8Array.of(0x44));
+  writer.tag(1, WireType.LengthDelimited).bytes(fields.ratchetKey);
+  writer.tag(2, WireType.Varint).uint32(fields.counter);
+  writer.tag(3, WireType.Varint).uint32(fields.previousCounter);
+  writer.tag(4, WireType.LengthDelimited).bytes(fields.ciphertext);
+  return concatBytes(writer.finish(), mac);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Encoding
 // ---------------------------------------------------------------------------------------------
@@ -159,6 +188,60 @@ describe('SignalMessage encoding', () => {
       UsageError,
     );
     expect(() => frameSignalMessage(new Uint8Array(0), MAC)).toThrow(UsageError);
+  });
+
+  it('encodes in one allocation exactly the bytes of the plain reference encoding [WP-WIRE-05] [WP-WIRE-02]', () => {
+    fc.assert(
+      fc.property(signalFieldsArb, anySizeCiphertextArb, macArb, (base, ciphertext, mac) => {
+        const fields = { ...base, ciphertext };
+        const expected = toHex(referenceSignalMessage(fields, mac));
+        const body = encodeSignalMessageBody(fields);
+        let seenMacInput = '';
+        const framed = encodeSignalMessage(fields, (macInput) => {
+          seenMacInput = toHex(macInput);
+          return mac;
+        });
+        expect(toHex(framed)).toBe(expected);
+        expect(toHex(frameSignalMessage(body, mac))).toBe(expected);
+        // WP-DR-05: the MAC is computed over version ‖ protobuf, exactly the bytes sent.
+        expect(seenMacInput).toBe(toHex(body));
+        expect(toHex(body)).toBe(expected.slice(0, -16));
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  it('writes the ciphertext length prefix at every varint boundary as the reference does [WP-WIRE-05]', () => {
+    for (const length of [0, 1, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152]) {
+      const fields = { ...SIGNAL_FIELDS, ciphertext: patternBytes(length) };
+      const expected = referenceSignalMessage(fields, MAC);
+      // equalBytes, not toEqual: vitest's deep equality takes seconds on megabyte arrays.
+      expect(
+        equalBytes(
+          encodeSignalMessage(fields, () => MAC),
+          expected,
+        ),
+      ).toBe(true);
+      expect(equalBytes(encodeSignalMessageBody(fields), expected.subarray(0, expected.length - 8))).toBe(
+        true,
+      );
+    }
+  });
+
+  it('refuses a MAC that is not 8 bytes, and bad fields, with UsageError', () => {
+    for (const length of [0, 7, 9, 32]) {
+      expect(() => encodeSignalMessage(SIGNAL_FIELDS, () => new Uint8Array(length))).toThrow(UsageError);
+    }
+    let called = false;
+    const mac = () => {
+      called = true;
+      return MAC;
+    };
+    expect(() => encodeSignalMessage({ ...SIGNAL_FIELDS, ratchetKey: new Uint8Array(33) }, mac)).toThrow(
+      UsageError,
+    );
+    expect(() => encodeSignalMessage({ ...SIGNAL_FIELDS, counter: 2 ** 32 }, mac)).toThrow(UsageError);
+    expect(called).toBe(false);
   });
 });
 
@@ -293,6 +376,18 @@ describe('round trips', () => {
     expect(preKey.baseKey).toEqual(PREKEY_FIELDS.baseKey);
     expect(preKey.kyberCiphertext).toEqual(PREKEY_FIELDS.kyberCiphertext);
     expect(preKey.message).toEqual(PREKEY_FIELDS.message);
+  });
+
+  it('gives the fields sessions store buffers of their own, not views that pin the whole message', () => {
+    const parsed = expectOk(
+      parseSignalMessage(signalMessage({ ...SIGNAL_FIELDS, ciphertext: patternBytes(4096) })),
+    );
+    expect(parsed.ratchetKey.buffer.byteLength).toBe(33);
+    const preKey = expectOk(parsePreKeySignalMessage(encodePreKeySignalMessage(PREKEY_FIELDS)));
+    expect(preKey.baseKey.buffer.byteLength).toBe(33);
+    expect(preKey.identityKey.buffer.byteLength).toBe(33);
+    expect(preKey.kyberCiphertext.buffer.byteLength).toBe(1569);
+    expect(preKey.inner.ratchetKey.buffer.byteLength).toBe(33);
   });
 
   it('parses a subarray view with a non-zero byte offset', () => {

@@ -67,7 +67,11 @@
  *   {@link MAX_GROUP_DEPTH} deep, like prost's recursion limit, and skipped without recursion). A
  *   stray end-group tag, a tag with field number 0 or wire type 6/7 is malformed.
  * - **Known field, wrong wire type** (e.g. `counter` sent as bytes) is `WIRE_MALFORMED`.
- * - Parsed values are copies: nothing returned aliases the caller's buffer.
+ * - Parsed values never alias the caller's buffer. The input is copied once, on entry; the key
+ *   fields are copied again on their own (they end up in session state and must not keep a whole
+ *   message alive), while `ciphertext`, `macInput`, `mac`, `serialized` (and a PreKey message's
+ *   `message` and `inner`) are views into that private copy, so a large body is copied once rather
+ *   than four times. Those views may share memory with each other; no caller writes to them.
  * - Encoders are for our own, trusted data: a wrong length, type byte or integer range is caller
  *   misuse and throws {@link UsageError}. To build malformed messages for tests, use
  *   `spec/wire-testing.ts`.
@@ -201,12 +205,21 @@ function requireEncodedKey(name: string, value: unknown, length: number, typeByt
 }
 
 /**
- * Encodes `version byte ‖ protobuf` of a SignalMessage: the MAC input without the identity keys.
- * WP-WIRE-05: fields in ascending tag order; `counter` and `previous_counter` are always written
- * (libsignal sets both, so a zero is on the wire as `0x10 0x00` / `0x18 0x00`).
- * @throws UsageError when a field has the wrong type, length or range.
+ * Writes `version byte ‖ protobuf` of a SignalMessage into one fresh buffer that has
+ * `trailerLength` zero bytes spare at its end (room for the MAC), and returns the buffer and the
+ * length of `version byte ‖ protobuf`.
+ *
+ * Only the small header (fields 1–3, then the tag and length prefix of field 4) goes through the
+ * `BinaryWriter`; the ciphertext is copied once, straight into its final place. A large body is
+ * therefore copied exactly once, where writing it through the writer and then framing it would copy
+ * it three or four times. The bytes are those the writer alone would produce: `bytes()` writes the
+ * same `uint32` length prefix and then the raw bytes (pinned by a property test against the plain
+ * writer in spec/wire.test.ts).
  */
-export function encodeSignalMessageBody(fields: SignalMessageFields): Uint8Array {
+function writeSignalMessage(
+  fields: SignalMessageFields,
+  trailerLength: number,
+): { readonly bytes: Uint8Array; readonly bodyLength: number } {
   const ratchetKey = requireEncodedKey(
     'ratchetKey',
     fields.ratchetKey,
@@ -216,18 +229,59 @@ export function encodeSignalMessageBody(fields: SignalMessageFields): Uint8Array
   const counter = requireUint32('counter', fields.counter);
   const previousCounter = requireUint32('previousCounter', fields.previousCounter);
   const ciphertext = requireBytes('ciphertext', fields.ciphertext);
-  const writer = new BinaryWriter();
-  writer.raw(Uint8Array.of(VERSION_BYTE)); // WP-WIRE-01: version byte first
-  writer.tag(SIGNAL_MESSAGE_FIELD.ratchetKey, WireType.LengthDelimited).bytes(ratchetKey);
-  writer.tag(SIGNAL_MESSAGE_FIELD.counter, WireType.Varint).uint32(counter);
-  writer.tag(SIGNAL_MESSAGE_FIELD.previousCounter, WireType.Varint).uint32(previousCounter);
-  writer.tag(SIGNAL_MESSAGE_FIELD.ciphertext, WireType.LengthDelimited).bytes(ciphertext);
-  return writer.finish();
+  // WP-WIRE-05: fields in ascending tag order; counter and previous_counter always written.
+  const header = new BinaryWriter()
+    .tag(SIGNAL_MESSAGE_FIELD.ratchetKey, WireType.LengthDelimited)
+    .bytes(ratchetKey)
+    .tag(SIGNAL_MESSAGE_FIELD.counter, WireType.Varint)
+    .uint32(counter)
+    .tag(SIGNAL_MESSAGE_FIELD.previousCounter, WireType.Varint)
+    .uint32(previousCounter)
+    .tag(SIGNAL_MESSAGE_FIELD.ciphertext, WireType.LengthDelimited)
+    .uint32(ciphertext.length) // the length prefix of field 4; its bytes follow below
+    .finish();
+  const bodyLength = 1 + header.length + ciphertext.length;
+  const bytes = new Uint8Array(bodyLength + trailerLength);
+  bytes[0] = VERSION_BYTE; // WP-WIRE-01: version byte first
+  bytes.set(header, 1);
+  bytes.set(ciphertext, 1 + header.length);
+  return { bytes, bodyLength };
+}
+
+/**
+ * Encodes `version byte ‖ protobuf` of a SignalMessage: the MAC input without the identity keys.
+ * WP-WIRE-05: fields in ascending tag order; `counter` and `previous_counter` are always written
+ * (libsignal sets both, so a zero is on the wire as `0x10 0x00` / `0x18 0x00`).
+ * @throws UsageError when a field has the wrong type, length or range.
+ */
+export function encodeSignalMessageBody(fields: SignalMessageFields): Uint8Array {
+  return writeSignalMessage(fields, 0).bytes;
+}
+
+/**
+ * Encodes and frames a SignalMessage in one allocation: `version byte ‖ protobuf ‖ mac`, byte for
+ * byte `frameSignalMessage(encodeSignalMessageBody(fields), mac)`, without copying the body twice.
+ *
+ * `computeMac` receives `version byte ‖ protobuf` (the MAC input of WP-DR-05, as a view into the
+ * message being built) and returns the 8-byte MAC, which is written into the 8 bytes reserved at
+ * the end. It must neither keep nor modify the view it is given.
+ * @throws UsageError when a field has the wrong type, length or range, or the MAC is not 8 bytes.
+ */
+export function encodeSignalMessage(
+  fields: SignalMessageFields,
+  computeMac: (macInput: Uint8Array) => Uint8Array,
+): Uint8Array {
+  const { bytes, bodyLength } = writeSignalMessage(fields, MAC_LENGTH);
+  const mac = requireBytes('mac', computeMac(bytes.subarray(0, bodyLength)));
+  if (mac.length !== MAC_LENGTH) throw new UsageError(`mac must be ${MAC_LENGTH} bytes, got ${mac.length}`);
+  bytes.set(mac, bodyLength); // WP-WIRE-02: the 8-byte MAC trails the protobuf
+  return bytes;
 }
 
 /**
  * Frames a SignalMessage: `body ‖ mac`, where `body` comes from {@link encodeSignalMessageBody}
  * and `mac` is the 8-byte truncated HMAC over the identity keys and `body` (WP-DR-05).
+ * {@link encodeSignalMessage} does both steps with one copy of the body fewer.
  * @throws UsageError when `mac` is not 8 bytes or `body` is empty.
  */
 export function frameSignalMessage(body: Uint8Array, mac: Uint8Array): Uint8Array {
@@ -292,6 +346,7 @@ interface DecodedFields {
 /**
  * Decodes a whole protobuf message against a table of known fields. Unknown fields are skipped
  * (WP-WIRE-04); anything the protobuf encoding does not allow is `WIRE_MALFORMED` (WP-WIRE-06).
+ * Byte fields are views into `protobuf`, which must therefore be the parser's private copy.
  */
 function decodeFields(protobuf: Uint8Array, schema: ReadonlyMap<number, FieldKind>): Result<DecodedFields> {
   const cursor = cursorOf(protobuf);
@@ -328,7 +383,7 @@ function decodeFields(protobuf: Uint8Array, schema: ReadonlyMap<number, FieldKin
             wireType,
           });
         }
-        bytes.set(fieldNo, copyBytes(readLengthDelimited(cursor))); // last one wins; never aliases input
+        bytes.set(fieldNo, readLengthDelimited(cursor)); // last one wins; a view of the private copy
       }
     }
   } catch (error) {
@@ -384,18 +439,27 @@ function requireInput(bytes: unknown): Uint8Array {
  */
 export function parseSignalMessage(bytes: Uint8Array): Result<ParsedSignalMessage> {
   const input = requireInput(bytes);
+  // The one copy of the message: nothing returned aliases the caller's buffer (module doc).
+  return parseOwnedSignalMessage(input.slice());
+}
+
+/**
+ * {@link parseSignalMessage} on a buffer the parser owns: `owned` is a private copy, so the large
+ * fields are returned as views into it rather than copied once more.
+ */
+function parseOwnedSignalMessage(owned: Uint8Array): Result<ParsedSignalMessage> {
   // WP-WIRE-07: at least the version byte and the 8-byte MAC.
-  if (input.length < 1 + MAC_LENGTH) {
+  if (owned.length < 1 + MAC_LENGTH) {
     return reject('WIRE_TOO_SHORT', 'SignalMessage shorter than version byte and MAC', {
-      length: input.length,
+      length: owned.length,
       minimum: 1 + MAC_LENGTH,
     });
   }
   // WP-WIRE-01: the high nibble is the message version; version 3 passes here (WP-DR-12 decides).
-  const version = checkVersion((input[0] ?? 0) >> 4);
+  const version = checkVersion((owned[0] ?? 0) >> 4);
   if (!version.ok) return version;
-  const macStart = input.length - MAC_LENGTH;
-  const decoded = decodeFields(input.subarray(1, macStart), SIGNAL_MESSAGE_SCHEMA);
+  const macStart = owned.length - MAC_LENGTH;
+  const decoded = decodeFields(owned.subarray(1, macStart), SIGNAL_MESSAGE_SCHEMA);
   if (!decoded.ok) return decoded;
   const ratchetKey = decoded.value.bytes.get(SIGNAL_MESSAGE_FIELD.ratchetKey);
   const counter = decoded.value.uint32.get(SIGNAL_MESSAGE_FIELD.counter);
@@ -410,13 +474,13 @@ export function parseSignalMessage(bytes: Uint8Array): Result<ParsedSignalMessag
   if (!key.ok) return key;
   return accept({
     messageVersion: version.value,
-    ratchetKey,
+    ratchetKey: copyBytes(ratchetKey), // stored in a receiving chain: must not pin the whole message
     counter,
     previousCounter,
     ciphertext,
-    macInput: input.slice(0, macStart), // WP-DR-05: exactly as received
-    mac: input.slice(macStart),
-    serialized: input.slice(),
+    macInput: owned.subarray(0, macStart), // WP-DR-05: exactly as received
+    mac: owned.subarray(macStart),
+    serialized: owned,
   });
 }
 
@@ -425,11 +489,12 @@ export function parseSignalMessage(bytes: Uint8Array): Result<ParsedSignalMessag
  * (WP-WIRE-01, -03, -04, -06).
  */
 export function parsePreKeySignalMessage(bytes: Uint8Array): Result<ParsedPreKeySignalMessage> {
-  const input = requireInput(bytes);
-  if (input.length < 1) {
+  // The one copy of the message: nothing returned aliases the caller's buffer (module doc).
+  const owned = requireInput(bytes).slice();
+  if (owned.length < 1) {
     return reject('WIRE_TOO_SHORT', 'PreKeySignalMessage is empty', { length: 0, minimum: 1 });
   }
-  const version = checkVersion((input[0] ?? 0) >> 4);
+  const version = checkVersion((owned[0] ?? 0) >> 4);
   if (!version.ok) return version;
   // WP-WIRE-01: PQXDH replaced X3DH; a version-3 PreKey message is refused.
   if (version.value === X3DH_MESSAGE_VERSION) {
@@ -437,7 +502,7 @@ export function parsePreKeySignalMessage(bytes: Uint8Array): Result<ParsedPreKey
       version: version.value,
     });
   }
-  const decoded = decodeFields(input.subarray(1), PREKEY_MESSAGE_SCHEMA);
+  const decoded = decodeFields(owned.subarray(1), PREKEY_MESSAGE_SCHEMA);
   if (!decoded.ok) return decoded;
   const { uint32, bytes: fields } = decoded.value;
   const baseKey = fields.get(PREKEY_MESSAGE_FIELD.baseKey);
@@ -466,8 +531,9 @@ export function parsePreKeySignalMessage(bytes: Uint8Array): Result<ParsedPreKey
   // WP-KEYS-05: the KEM ciphertext is `0x08 ‖ 1568 bytes`.
   const kem = decodeKemCiphertext(kyberCiphertext);
   if (!kem.ok) return kem;
-  // The inner SignalMessage is parsed by the same rules; its errors propagate unchanged.
-  const inner = parseSignalMessage(message);
+  // The inner SignalMessage is parsed by the same rules; its errors propagate unchanged. `message`
+  // is a view into our private copy, so it needs no copy of its own.
+  const inner = parseOwnedSignalMessage(message);
   if (!inner.ok) return inner;
   const preKeyId = uint32.get(PREKEY_MESSAGE_FIELD.preKeyId);
   const common = {
@@ -475,12 +541,13 @@ export function parsePreKeySignalMessage(bytes: Uint8Array): Result<ParsedPreKey
     registrationId: uint32.get(PREKEY_MESSAGE_FIELD.registrationId) ?? 0,
     signedPreKeyId,
     kyberPreKeyId,
-    kyberCiphertext,
-    baseKey,
-    identityKey,
+    // The keys and the KEM ciphertext are stored in session state: copies, not views of the message.
+    kyberCiphertext: copyBytes(kyberCiphertext),
+    baseKey: copyBytes(baseKey),
+    identityKey: copyBytes(identityKey),
     message,
     inner: inner.value,
-    serialized: input.slice(),
+    serialized: owned,
   };
   return accept(preKeyId === undefined ? common : { ...common, preKeyId });
 }

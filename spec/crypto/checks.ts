@@ -23,6 +23,17 @@ export function requireBytes(name: string, value: Uint8Array, length?: number): 
   }
 }
 
+/**
+ * Throws {@link UsageError} unless `parts` is an array of `Uint8Array`s (an empty array is allowed:
+ * HMAC of the empty message). The failing element is named by its index.
+ */
+export function requireByteParts(name: string, parts: readonly Uint8Array[]): void {
+  if (!Array.isArray(parts)) throw new UsageError(`${name} must be an array of Uint8Array`);
+  parts.forEach((part, index) => {
+    requireBytes(`${name}[${index}]`, part);
+  });
+}
+
 /** Checks the arguments of HKDF-SHA256 (RFC 5869 §2.2–2.3) identically for both providers. */
 export function requireHkdfArguments(
   ikm: Uint8Array,

@@ -24,7 +24,7 @@ import { hmac } from '@noble/hashes/hmac.js';
 import { sha256, sha512 } from '@noble/hashes/sha2.js';
 import { concatBytes, equalBytes } from '../bytes.js';
 import { X25519_KEY_LENGTH } from '../constants.js';
-import { requireBytes, requireHkdfArguments } from './checks.js';
+import { requireByteParts, requireBytes, requireHkdfArguments } from './checks.js';
 import { passesStrictPrechecks } from './ed25519-strict.js';
 import type { CryptoProvider } from './provider.js';
 
@@ -92,6 +92,14 @@ export const nobleProvider: CryptoProvider = Object.freeze({
     requireBytes('key', key);
     requireBytes('data', data);
     return hmac(sha256, key, data);
+  },
+
+  hmacSha256Parts(key: Uint8Array, parts: readonly Uint8Array[]): Uint8Array {
+    requireBytes('key', key);
+    requireByteParts('parts', parts);
+    const mac = hmac.create(sha256, key);
+    for (const part of parts) mac.update(part);
+    return mac.digest();
   },
 
   hkdfSha256(ikm: Uint8Array, salt: Uint8Array, info: Uint8Array, length: number): Uint8Array {

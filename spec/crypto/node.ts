@@ -16,9 +16,15 @@
  * derivation itself is mapped; anything else is rethrown.
  *
  * Nothing is cached: every call builds its key objects from the bytes it is given, so no secret
- * outlives the call inside this module. Results are copied into plain `Uint8Array`s (never
- * `Buffer`), so callers see the same type from both providers; `Buffer` is used only for
- * base64url inside this module.
+ * outlives the call inside this module. Results are plain `Uint8Array`s (never `Buffer`), so
+ * callers see the same type from both providers: copies, except that AES-256-CBC decryption views
+ * the fresh, exactly sized output of `update()` directly, since copying a large plaintext costs
+ * time and garbage. `Buffer` is otherwise used only for base64url inside this module.
+ *
+ * AES-256-CBC decryption runs with OpenSSL's padding off and checks PKCS#7 here (RFC 5652 §6.3,
+ * the same rule OpenSSL and noble apply; spec/crypto/providers.test.ts compares all three on every
+ * padding pattern), so that the plaintext comes out of one `update()` call instead of being joined
+ * from `update()` and `final()`.
  * @module
  */
 import { Buffer } from 'node:buffer';
@@ -37,7 +43,7 @@ import {
 import { concatBytes } from '../bytes.js';
 import { X25519_KEY_LENGTH } from '../constants.js';
 import { InvariantError } from '../errors.js';
-import { requireBytes, requireHkdfArguments } from './checks.js';
+import { requireByteParts, requireBytes, requireHkdfArguments } from './checks.js';
 import { passesStrictPrechecks } from './ed25519-strict.js';
 import type { CryptoProvider } from './provider.js';
 
@@ -63,6 +69,33 @@ const JWK_PLACEHOLDER_X = 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA';
 function plain(bytes: Uint8Array | ArrayBuffer): Uint8Array {
   // new Uint8Array(Buffer) copies; hkdfSync's ArrayBuffer is fresh, so viewing it is enough.
   return bytes instanceof ArrayBuffer ? new Uint8Array(bytes) : new Uint8Array(bytes);
+}
+
+/**
+ * The first `length` bytes of a fresh node:crypto result as a plain `Uint8Array`, without a copy
+ * when the `Buffer` is the sole view of its own memory (node:crypto allocates each output exactly;
+ * only pooled `Buffer`s share memory, and those are copied).
+ */
+function plainPrefix(bytes: Buffer, length: number): Uint8Array {
+  if (bytes.byteOffset === 0 && bytes.buffer.byteLength === bytes.length) {
+    return new Uint8Array(bytes.buffer, 0, length);
+  }
+  return new Uint8Array(bytes.subarray(0, length));
+}
+
+/**
+ * Length of the plaintext under PKCS#7 padding (RFC 5652 §6.3), or `null` when the padding is
+ * invalid: the last byte `n` must be 1..16 and the last `n` bytes must all equal `n`, which is what
+ * OpenSSL checks. The loop does not exit early inside the padding. Every caller in spec/ checks a
+ * MAC over the ciphertext first (messages WP-DR-05, attachments, provisioning envelopes), so a
+ * padding verdict is only ever given on bytes the key holder wrote: no padding oracle.
+ */
+function pkcs7UnpaddedLength(padded: Uint8Array): number | null {
+  const n = padded[padded.length - 1] ?? 0;
+  if (n < 1 || n > AES_BLOCK_LENGTH || n > padded.length) return null;
+  let diff = 0;
+  for (let i = padded.length - n; i < padded.length; i++) diff |= (padded[i] ?? 0) ^ n;
+  return diff === 0 ? padded.length - n : null;
 }
 
 /** True for an error raised by OpenSSL inside node:crypto (its `code` starts with `ERR_OSSL`). */
@@ -138,6 +171,14 @@ export const nodeProvider: CryptoProvider = Object.freeze({
     return plain(createHmac('sha256', key).update(data).digest());
   },
 
+  hmacSha256Parts(key: Uint8Array, parts: readonly Uint8Array[]): Uint8Array {
+    requireBytes('key', key);
+    requireByteParts('parts', parts);
+    const mac = createHmac('sha256', key);
+    for (const part of parts) mac.update(part);
+    return plain(mac.digest());
+  },
+
   hkdfSha256(ikm: Uint8Array, salt: Uint8Array, info: Uint8Array, length: number): Uint8Array {
     requireHkdfArguments(ikm, salt, info, length);
     // RFC 5869 §2.2: an empty salt acts as HashLen zero bytes; OpenSSL's HMAC pads an empty key to
@@ -157,13 +198,17 @@ export const nodeProvider: CryptoProvider = Object.freeze({
     requireBytes('key', key, AES_256_KEY_LENGTH);
     requireBytes('iv', iv, AES_BLOCK_LENGTH);
     requireBytes('ciphertext', ciphertext);
-    try {
-      const decipher = createDecipheriv('aes-256-cbc', key, iv);
-      // final() throws on a length that is zero or not a multiple of 16, and on invalid padding.
-      return concatBytes(decipher.update(ciphertext), decipher.final());
-    } catch {
-      return null;
-    }
+    // NIST SP 800-38A §6.2: CBC needs a positive whole number of blocks (PKCS#7 adds at least one).
+    if (ciphertext.length === 0 || ciphertext.length % AES_BLOCK_LENGTH !== 0) return null;
+    // OpenSSL's own padding check holds the last block back and returns it from final(), which
+    // costs a copy of the whole plaintext to join the two; with padding off, update() decrypts
+    // every block into one fresh buffer and the padding is checked and stripped here instead.
+    const decipher = createDecipheriv('aes-256-cbc', key, iv).setAutoPadding(false);
+    const padded = decipher.update(ciphertext);
+    decipher.final(); // nothing is buffered: the length is a whole number of blocks
+    const plaintextLength = pkcs7UnpaddedLength(padded);
+    if (plaintextLength === null) return null;
+    return plainPrefix(padded, plaintextLength);
   },
 
   ed25519Verify(publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): boolean {

@@ -24,6 +24,12 @@ export interface CryptoProvider {
   sha512(data: Uint8Array): Uint8Array;
   /** HMAC-SHA256 (RFC 2104, RFC 4231). */
   hmacSha256(key: Uint8Array, data: Uint8Array): Uint8Array;
+  /**
+   * HMAC-SHA256 (RFC 2104) over the concatenation `parts[0] ‖ parts[1] ‖ …`, streamed part by part
+   * so that no concatenated copy is made; equal to `hmacSha256(key, concatBytes(...parts))`. The
+   * message MAC (WP-DR-05) uses it to cover `IK_s ‖ IK_r ‖ macInput` without copying the body.
+   */
+  hmacSha256Parts(key: Uint8Array, parts: readonly Uint8Array[]): Uint8Array;
   /** HKDF-SHA256 extract-and-expand (RFC 5869); an empty salt means HashLen zero bytes. */
   hkdfSha256(ikm: Uint8Array, salt: Uint8Array, info: Uint8Array, length: number): Uint8Array;
   /** AES-256-CBC with PKCS#7 padding (NIST SP 800-38A). */

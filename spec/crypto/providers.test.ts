@@ -3,6 +3,8 @@
  * return the same bytes, the same `null`, the same verdict, or both throw `UsageError`. fast-check
  * prints the seed and the shrunk counterexample on failure.
  */
+import { createDecipheriv, createHmac } from 'node:crypto';
+import { cbc } from '@noble/ciphers/aes.js';
 import { ed25519 } from '@noble/curves/ed25519.js';
 import { bytesToNumberLE, numberToBytesLE } from '@noble/curves/utils.js';
 import fc from 'fast-check';
@@ -60,8 +62,10 @@ describe('providers return plain Uint8Arrays', () => {
         c.sha256(key),
         c.sha512(key),
         c.hmacSha256(key, key),
+        c.hmacSha256Parts(key, [key, key]),
         c.hkdfSha256(key, key, key, 42),
         c.aes256CbcEncrypt(key, key.subarray(0, 16), key),
+        c.aes256CbcDecrypt(key, key.subarray(0, 16), c.aes256CbcEncrypt(key, key.subarray(0, 16), key)),
       ];
       for (const result of results) expect(Object.getPrototypeOf(result)).toBe(Uint8Array.prototype);
     }
@@ -126,6 +130,36 @@ describe('hashes, HMAC and HKDF agree between providers', () => {
         expectAgreement((c) => toHex(c.hmacSha256(key, data)));
       }),
     );
+  });
+
+  it('HMAC-SHA256 over parts equals HMAC-SHA256 over their concatenation [WP-DR-05]', () => {
+    fc.assert(
+      fc.property(anyBytes(200), fc.array(anyBytes(150), { maxLength: 6 }), (key, parts) => {
+        const expected = toHex(nobleProvider.hmacSha256(key, concatBytes(...parts)));
+        expect(expectAgreement((c) => toHex(c.hmacSha256Parts(key, parts)))).toBe(expected);
+      }),
+    );
+  });
+
+  it('HMAC-SHA256 over parts: views at offsets, large parts, inputs left untouched [WP-DR-05]', () => {
+    const key = Uint8Array.from({ length: 32 }, (_, i) => i);
+    const shared = Uint8Array.from({ length: 70_000 }, (_, i) => (i * 7 + 3) & 0xff);
+    const parts = [shared.subarray(5, 38), shared.subarray(1, 34), shared.subarray(100), new Uint8Array(0)];
+    const before = toHex(shared);
+    const expected = createHmac('sha256', key)
+      .update(concatBytes(...parts))
+      .digest('hex');
+    expect(expectAgreement((c) => toHex(c.hmacSha256Parts(key, Object.freeze(parts))))).toBe(expected);
+    expect(toHex(shared)).toBe(before);
+  });
+
+  it('HMAC-SHA256 over parts refuses parts that are not Uint8Arrays with UsageError in both', () => {
+    const key = new Uint8Array(32);
+    const notBytes = [1, 2, 3] as unknown as Uint8Array; // misuse, as a JavaScript caller could make it
+    expect(expectAgreement((c) => c.hmacSha256Parts(key, [key, notBytes]))).toBe('UsageError');
+    const notArray = key as unknown as readonly Uint8Array[]; // a single array where a list was promised
+    expect(expectAgreement((c) => c.hmacSha256Parts(key, notArray))).toBe('UsageError');
+    expect(expectAgreement((c) => c.hmacSha256Parts(notBytes, [key]))).toBe('UsageError');
   });
 
   it('HKDF-SHA256 for any salt (empty included), info and length [WP-DR-01] [WP-DR-03] [WP-PQXDH-03]', () => {
@@ -203,6 +237,43 @@ describe('AES-256-CBC agrees between providers [WP-DR-04]', () => {
         },
       ),
       { numRuns: 300 },
+    );
+  });
+
+  it('decrypts every last-block padding pattern as OpenSSL does, valid or not [WP-DR-04]', () => {
+    /** node:crypto with its own PKCS#7 check: the independent oracle. */
+    const openssl = (key: Uint8Array, iv: Uint8Array, ciphertext: Uint8Array): string | null => {
+      try {
+        const decipher = createDecipheriv('aes-256-cbc', key, iv);
+        return Buffer.concat([decipher.update(ciphertext), decipher.final()]).toString('hex');
+      } catch {
+        return null;
+      }
+    };
+    fc.assert(
+      fc.property(
+        bytes(32),
+        bytes(16),
+        fc.integer({ min: 0, max: 3 }).chain((blocks) => bytes(16 * blocks)),
+        bytes(16),
+        fc.integer({ min: 0, max: 20 }),
+        fc.integer({ min: 1, max: 16 }),
+        fc.option(fc.integer({ min: 0, max: 15 })),
+        (key, iv, leading, lastBlock, padByte, padCount, spoilAt) => {
+          // The last block ends in padCount copies of padByte, optionally with one byte spoiled.
+          const last = Uint8Array.from(lastBlock);
+          last.fill(padByte, 16 - padCount);
+          if (spoilAt !== null) last[spoilAt] = (last[spoilAt] ?? 0) ^ 0x01;
+          const raw = concatBytes(leading, last);
+          const ciphertext = cbc(key, iv, { disablePadding: true }).encrypt(raw);
+          const agreed = expectAgreement((c) => {
+            const result = c.aes256CbcDecrypt(key, iv, ciphertext);
+            return result === null ? null : toHex(result);
+          });
+          expect(agreed).toBe(openssl(key, iv, ciphertext));
+        },
+      ),
+      { numRuns: 400 },
     );
   });
 
