@@ -1,0 +1,190 @@
+/**
+ * The simulator's public contract (WHITEPAPER.md, "Simulator", WP-SIM rules): configuration,
+ * schedules, engines, trace records and results. Pure data and interfaces; no Node APIs, so the
+ * whole simulator runs in a browser too (viz/ runs it in a web worker).
+ *
+ * One seed and one config determine everything: the seed is split into named PRNG streams
+ * (network, workload, keys, faults); time is integer virtual ticks (1 tick = 1 ms of simulated
+ * time); the event queue is ordered by (time, sequence). Same seed + config + commit ⇒ the same
+ * trace bytes, whichever crypto provider computes.
+ * @module
+ */
+import type { BugName } from '../spec/bugs.js';
+import type { DeviceAddress, UserId } from '../spec/identity.js';
+
+/** Which engine(s) back the nodes. `both` runs impl/ and model/ in lockstep and stops at the first divergence. */
+export type EngineChoice = 'impl' | 'model' | 'both';
+
+/** Fault rates and windows for a run (all probabilities per packet or per opportunity, 0..1). */
+export interface FaultConfig {
+  /** Probability a packet (request or response) is lost. */
+  readonly loss: number;
+  /** Probability a packet is delivered twice. */
+  readonly duplication: number;
+  /** Extra delay drawn per packet: exponential with this mean (ticks); delays reorder packets. */
+  readonly delayMean: number;
+  /** Partitions: device↔server link down windows, expected number per device over the fault phase. */
+  readonly partitions: number;
+  /** Device offline windows (no polling, link down), expected number per device. */
+  readonly offline: number;
+  /** Server crash-and-restart events over the fault phase (mailboxes are durable; in-flight packets are lost). */
+  readonly serverCrashes: number;
+  /** Device state loss events (the device comes back as a reinstall). */
+  readonly stateLoss: number;
+  /** Device rollback events (the device's state returns to an older snapshot). */
+  readonly rollback: number;
+}
+
+/** No faults at all. */
+export const NO_FAULTS: FaultConfig = Object.freeze({
+  loss: 0,
+  duplication: 0,
+  delayMean: 0,
+  partitions: 0,
+  offline: 0,
+  serverCrashes: 0,
+  stateLoss: 0,
+  rollback: 0,
+});
+
+/** The population and the work it does. */
+export interface WorkloadConfig {
+  readonly users: number;
+  readonly devicesPerUser: number;
+  /** Contacts per user (each pair started from a contact link). */
+  readonly contactsPerUser: number;
+  /** Total messages sent over the fault phase. */
+  readonly messages: number;
+  readonly attachments: number;
+  /** Devices linked during the run, revoked during the run, reinstalled during the run. */
+  readonly links: number;
+  readonly revocations: number;
+  readonly reinstalls: number;
+  /** One-time EC and Kyber prekeys per device (replenished when low). */
+  readonly oneTimePreKeys: number;
+  readonly oneTimeKyberPreKeys: number;
+  /** Length of the fault phase in ticks; a diurnal curve shapes send times when set. */
+  readonly durationTicks: number;
+  readonly diurnal: boolean;
+}
+
+/** A complete, self-describing run configuration (what a trace header records). */
+export interface SimConfig {
+  readonly preset: string | null;
+  readonly seed: number;
+  readonly engine: EngineChoice;
+  readonly workload: WorkloadConfig;
+  readonly faults: FaultConfig;
+  /** `signed` (default) or Sesame's `server`-authoritative device lists. */
+  readonly deviceListAuth: 'signed' | 'server';
+  /** Planted bugs, read by both engines. */
+  readonly bugs: readonly BugName[];
+  /** Ticks the liveness phase may take to converge after everything heals. */
+  readonly livenessBound: number;
+  /** `full` records every event with abstract state; `summary` records counters only (peak-day). */
+  readonly traceMode: 'full' | 'summary';
+  /** Device polling and resend intervals (ticks). */
+  readonly pollInterval: number;
+  readonly resendInterval: number;
+}
+
+/**
+ * One explicit input of a run: a workload operation or a fault, at a tick. A run is either drawn from
+ * the seed (and its schedule recorded) or given an explicit schedule (replay, shrink): the header
+ * then carries it, and the run uses it instead of drawing.
+ */
+export type ScheduleEntry =
+  | { readonly t: number; readonly op: 'send'; readonly from: string; readonly to: readonly UserId[]; readonly text: string }
+  | { readonly t: number; readonly op: 'attachment'; readonly from: string; readonly to: readonly UserId[]; readonly size: number }
+  | { readonly t: number; readonly op: 'link'; readonly primary: string; readonly device: string }
+  | { readonly t: number; readonly op: 'revoke'; readonly primary: string; readonly device: string }
+  | { readonly t: number; readonly op: 'reinstall'; readonly device: string }
+  | { readonly t: number; readonly op: 'partition'; readonly device: string; readonly until: number }
+  | { readonly t: number; readonly op: 'offline'; readonly device: string; readonly until: number }
+  | { readonly t: number; readonly op: 'server-crash'; readonly until: number }
+  | { readonly t: number; readonly op: 'state-loss'; readonly device: string }
+  | { readonly t: number; readonly op: 'rollback'; readonly device: string; readonly toTick: number };
+
+/** Where a property holds and where it is allowed not to (its fault envelope). */
+export interface PropertySpec {
+  readonly name: string;
+  readonly kind: 'always' | 'eventually' | 'sometimes';
+  /** Whitepaper rules or checkable properties (P1–P38 of the analysis digest) it pins. */
+  readonly rules: readonly string[];
+  /** The planted bug proven to make it fail. */
+  readonly bug: BugName | null;
+  /** Plain words: which faults it tolerates and which exempt a device. */
+  readonly envelope: string;
+}
+
+/** A property violation. */
+export interface Violation {
+  readonly property: string;
+  readonly t: number;
+  readonly seq: number;
+  readonly message: string;
+  readonly rules: readonly string[];
+}
+
+/** A divergence between impl/ and model/ under `both`. */
+export interface Divergence {
+  readonly t: number;
+  readonly seq: number;
+  readonly node: string;
+  /** What differed: outputs, wire bytes, error, abstract state or draws. */
+  readonly field: string;
+  readonly impl: string;
+  readonly model: string;
+}
+
+/** The first line of a trace. */
+export interface TraceHeader {
+  readonly type: 'header';
+  readonly format: 'lockstep-trace';
+  readonly formatVersion: number;
+  /** SHA-256 over the protocol sources that define behaviour (spec/, impl/, model/, simulator/). */
+  readonly behaviourHash: string;
+  readonly config: SimConfig;
+  /** Present when the run used an explicit schedule (replay of a shrunk run). */
+  readonly schedule: readonly ScheduleEntry[] | null;
+  /** For information only; never compared. */
+  readonly commit: string | null;
+}
+
+/** One trace event: `{t, seq, node, kind, ...}` with a vector clock. */
+export interface TraceEvent {
+  readonly type: 'event';
+  readonly t: number;
+  readonly seq: number;
+  readonly node: string;
+  readonly kind: string;
+  /** Vector clock: node name → logical time (ShiViz-compatible). */
+  readonly vc: Readonly<Record<string, number>>;
+  /** Kind-specific fields: message ids, sizes, fingerprints, counters, abstract state, rule IDs. */
+  readonly data: Readonly<Record<string, unknown>>;
+}
+
+/** Counters of what a run exercised ("sometimes" properties) and of its traffic. */
+export type Counters = Readonly<Record<string, number>>;
+
+/** The outcome of a run. */
+export interface SimResult {
+  readonly header: TraceHeader;
+  /** NDJSON lines (header first), byte-stable. */
+  readonly lines: readonly string[];
+  readonly violations: readonly Violation[];
+  readonly divergence: Divergence | null;
+  readonly counters: Counters;
+  /** The schedule the run used (drawn or explicit): what `shrink` minimises. */
+  readonly schedule: readonly ScheduleEntry[];
+  /** A one-line command that reproduces this run. */
+  readonly repro: string;
+  /** Simulated delivery latency samples summary (ticks). */
+  readonly latency: { readonly p50: number; readonly p99: number; readonly max: number; readonly count: number };
+}
+
+/** A device as the simulator addresses it. */
+export interface SimDevice {
+  readonly name: string;
+  readonly address: DeviceAddress;
+}
