@@ -26,6 +26,7 @@
  * @module
  */
 import { MAX_SEND_ATTEMPTS } from '../spec/constants.js';
+import { planted } from '../spec/bugs.js';
 import { equalBytes } from '../spec/bytes.js';
 import { encryptAttachment, decryptAttachment, type AttachmentPointer } from '../spec/attachment.js';
 import { checkContactLink, type ContactLink } from '../spec/contact-link.js';
@@ -510,7 +511,7 @@ export function deviceStep(env: Env, state: DeviceState, input: DeviceInput, now
       addContact(tx, input.link);
       break;
     case 'user.acknowledge-key-change':
-      acknowledgeKeyChange(tx, input.userId);
+      if (tx.state.lifecycle.kind === 'linked') acknowledgeKeyChange(tx, input.userId);
       break;
     case 'user.link-device':
       linkDevice(tx, input.code);
@@ -535,7 +536,8 @@ export function deviceStep(env: Env, state: DeviceState, input: DeviceInput, now
       onResponse(tx, input.requestId, input.response);
       break;
     case 'timer.resend':
-      resendPending(tx);
+      // WP-LIFE-01: a revoked device sends nothing more.
+      if (tx.state.lifecycle.kind !== 'revoked') resendPending(tx);
       break;
     case 'timer.poll-provisioning':
       if (
@@ -830,6 +832,9 @@ function acceptDeviceList(tx: Tx, userId: UserId, signed: SignedDeviceList): Res
   // Removed devices become stale: kept to read delayed messages, never encrypted to (Sesame §3.3 step 6).
   for (const deviceId of removed) {
     if (userId === tx.state.userId && deviceId === tx.state.deviceId) continue;
+    // Planted bug (simulator self-test only): `ignore-device-removal` keeps removed devices as
+    // current records, so the next send still encrypts to them.
+    if (planted(tx.env.bugs, 'ignore-device-removal')) continue;
     tx.state = { ...tx.state, sesame: markDeviceStale(tx.state.sesame, userId, deviceId, tx.now) };
   }
   if (userId === tx.state.userId && !after.has(tx.state.deviceId) && tx.state.lifecycle.kind === 'linked') {
@@ -887,6 +892,16 @@ function userSend(tx: Tx, recipients: readonly UserId[], content: SendContent): 
     );
     blobId = pointer.blobId;
     issue(tx, { kind: 'blob-put', blobId }, { kind: 'blob-put', blobId, bytes: blob });
+    // Planted bug (simulator self-test only): `server-keeps-plaintext` also uploads the attachment's
+    // plaintext, so the server stores a readable copy.
+    if (planted(tx.env.bugs, 'server-keeps-plaintext')) {
+      const plainId = toHex(tx.env.crypto.sha256(content.bytes));
+      issue(
+        tx,
+        { kind: 'blob-put', blobId: plainId },
+        { kind: 'blob-put', blobId: plainId, bytes: content.bytes },
+      );
+    }
     payloadContent = { kind: 'attachment', pointer, caption: content.caption };
   } else {
     payloadContent = { kind: 'text', text: content.text };
@@ -1398,10 +1413,13 @@ function onFetch(tx: Tx, response: ServerResponse): void {
     issue(tx, { kind: 'ack' }, { kind: 'ack', device: ownAddress(tx.state), envelopeIds: acked });
   if (tx.state.parked.length === 0) {
     // Sesame §3.1: stale records go after MAXLATENCY and a complete mailbox drain.
+    // Planted bug (simulator self-test only): `never-clean-stale` skips the cleanup.
     tx.state = {
       ...tx.state,
       lastFullDrainAt: tx.now,
-      sesame: cleanupStaleRecords(tx.state.sesame, tx.now, tx.now),
+      sesame: planted(tx.env.bugs, 'never-clean-stale')
+        ? tx.state.sesame
+        : cleanupStaleRecords(tx.state.sesame, tx.now, tx.now),
     };
   }
   replenishPreKeys(tx);
@@ -1468,7 +1486,6 @@ function processEnvelope(tx: Tx, envelope: Envelope, listRefreshed: boolean): bo
     onRetryRequest(tx, sender, envelope.bytes);
     return true;
   }
-  if (trustOf(tx.state, sender.userId) === undefined) setTrust(tx, emptyTrust(sender.userId));
   const received = receiveMessage(
     tx.env,
     tx.state.sesame,
@@ -1510,6 +1527,9 @@ function processEnvelope(tx: Tx, envelope: Envelope, listRefreshed: boolean): bo
     return true;
   }
   tx.state = { ...tx.state, sesame: received.value.state, prekeys: received.value.prekeys };
+  // A sender who wrote first becomes reachable (WP-TRUST-01); only an authenticated message makes an
+  // entry, so forged senders cannot grow the trust map.
+  if (trustOf(tx.state, sender.userId) === undefined) setTrust(tx, emptyTrust(sender.userId));
   if (received.value.keyChanged)
     emit(tx, { kind: 'key-change', userId: sender.userId, deviceId: sender.deviceId });
   const payload = decodePayload(received.value.plaintext);
@@ -1517,7 +1537,8 @@ function processEnvelope(tx: Tx, envelope: Envelope, listRefreshed: boolean): bo
     emit(tx, { kind: 'undecryptable', from: sender, messageId: envelope.messageId, error: payload.error });
     return true;
   }
-  if (tx.state.seen.includes(payload.value.messageId)) {
+  // Planted bug (simulator self-test only): `deliver-twice` forgets which payloads were shown.
+  if (!planted(tx.env.bugs, 'deliver-twice') && tx.state.seen.includes(payload.value.messageId)) {
     // WP-XPORT-02: the same payload twice (a resend that crossed the original) is shown once.
     emit(tx, { kind: 'duplicate-dropped', from: sender, messageId: payload.value.messageId });
     return true;
@@ -1704,6 +1725,29 @@ function onLinkListUpdated(
     { kind: 'provision-put', address: code.relayAddress, bytes: envelope },
   );
   emit(tx, { kind: 'device-linked', address: { userId: tx.state.userId, deviceId } });
+  // Planted bug (simulator self-test only): `history-to-new-device` re-sends every payload this
+  // device has a message record of to its own account (so the new device too), on the next resend
+  // timer, when the new device has registered.
+  if (planted(tx.env.bugs, 'history-to-new-device')) {
+    const payloads = new Map(tx.state.sesame.messageRecords.map((r) => [r.messageId, r.plaintext]));
+    const history: OutboxItem[] = [...payloads.values()].map((plaintext) => ({
+      messageId: newMessageId(tx),
+      recipient: tx.state.userId,
+      kind: 'message',
+      plaintext,
+      onlyDevice: null,
+      needNewSession: false,
+      stage: 'mailbox-full',
+      attempts: 0,
+      blobId: null,
+      recordBefore: null,
+      recordCaptured: false,
+      syncCopy: null,
+      replacesMessageId: null,
+      sessionsUsed: [],
+    }));
+    tx.state = { ...tx.state, outbox: [...tx.state.outbox, ...history] };
+  }
 }
 
 /** WP-LIFE-04: the primary signs a list without the device; the server then deletes its mailbox. */
@@ -1745,7 +1789,7 @@ function onRevokeListUpdated(
 
 function becomeRevoked(tx: Tx): void {
   if (tx.state.lifecycle.kind === 'revoked') return;
-  tx.state = { ...tx.state, lifecycle: { kind: 'revoked' }, outbox: [], parked: [] };
+  tx.state = { ...tx.state, lifecycle: { kind: 'revoked' }, outbox: [], parked: [], pending: [] };
   emit(tx, { kind: 'revoked' });
 }
 

@@ -17,6 +17,7 @@ import { dh, generateKeyPair } from '../spec/keys.js';
 import { encodePreKeySignalMessage, encodeSignalMessage } from '../spec/wire.js';
 import type { ParsedSignalMessage } from '../spec/wire.js';
 import { equalBytes } from '../spec/bytes.js';
+import { planted } from '../spec/bugs.js';
 import type { ChainKey, ReceiverChain, SessionState, SkippedMessageKey } from './session-state.js';
 
 /** A message ready for the wire: a PreKey message until the session is acknowledged, then a SignalMessage. */
@@ -48,7 +49,11 @@ export function ratchetEncrypt(
   const pending = session.pendingPreKey;
   const next: SessionState = {
     ...session,
-    senderChainKey: { key: step.nextChainKey, index: chain.index + 1 },
+    // Planted bug (simulator self-test only): `reuse-message-key` leaves the sending chain where it
+    // was, so the next message is encrypted under the same message key and counter.
+    senderChainKey: planted(env.bugs, 'reuse-message-key')
+      ? chain
+      : { key: step.nextChainKey, index: chain.index + 1 },
   };
   if (pending === null) return { session: next, message: { type: 'whisper', bytes: signalMessage } };
   // WP-PQXDH-09: until a reply decrypts, every message carries the PQXDH header.
@@ -106,7 +111,9 @@ export function ratchetDecrypt(
   if (!derived.ok) return derived;
   const keys = deriveMessageKeys(c, derived.value.seed);
   // WP-DR-05: MAC over the bytes exactly as received, sender's identity first.
+  // Planted bug (simulator self-test only): `skip-mac-check` accepts any MAC.
   if (
+    !planted(env.bugs, 'skip-mac-check') &&
     !verifyMessageMac(
       c,
       keys.macKey,
@@ -186,13 +193,17 @@ function messageKeySeedFor(
     if (found === undefined)
       return reject('DUPLICATE_MESSAGE', 'message key already used', { chainIndex, counter });
     // WP-DR-10: a stored key is deleted when used.
+    // Planted bug (simulator self-test only): `deliver-twice` keeps the used key, so a redelivered
+    // copy decrypts again.
+    if (planted(env.bugs, 'deliver-twice')) return accept({ seed: found.seed, chain });
     return accept({
       seed: found.seed,
       chain: { ...chain, skipped: chain.skipped.filter((_, i) => i !== position) },
     });
   }
   // WP-DR-07: refuse a jump beyond MAX_FORWARD_JUMPS before deriving any key.
-  if (counter - chainIndex > MAX_FORWARD_JUMPS) {
+  // Planted bug (simulator self-test only): `accept-past-forward-jump` skips this check.
+  if (counter - chainIndex > MAX_FORWARD_JUMPS && !planted(env.bugs, 'accept-past-forward-jump')) {
     return reject('FORWARD_JUMP_TOO_FAR', 'message from too far into the future', {
       chainIndex,
       counter,
@@ -211,6 +222,8 @@ function messageKeySeedFor(
   const step = kdfCk(c, key);
   // WP-DR-08: newest first; beyond MAX_MESSAGE_KEYS the oldest are dropped, never a rejection.
   let skipped: readonly SkippedMessageKey[] = chain.skipped;
+  // Planted bug (simulator self-test only): `deliver-twice` also stores the key it just used.
+  if (planted(env.bugs, 'deliver-twice')) newlySkipped.push({ index: counter, seed: step.messageKeySeed });
   if (newlySkipped.length > 0) {
     skipped = [...newlySkipped.reverse(), ...chain.skipped];
     if (skipped.length > MAX_MESSAGE_KEYS) skipped = skipped.slice(0, MAX_MESSAGE_KEYS);

@@ -23,6 +23,7 @@
  * @module
  */
 import type { PreKeyBundle } from '../spec/bundle.js';
+import { planted, type BugName } from '../spec/bugs.js';
 import { copyBytes, equalBytes } from '../spec/bytes.js';
 import {
   MAILBOX_CAPACITY,
@@ -181,6 +182,8 @@ export interface ServerState {
 /** The server's environment: it draws no randomness and needs only the crypto provider. */
 export interface ServerEnv {
   readonly crypto: CryptoProvider;
+  /** Planted bugs for the simulator's self-test (spec/bugs.ts); absent in every real use. */
+  readonly bugs?: readonly BugName[];
 }
 
 /** What {@link handleRequest} returns. */
@@ -983,7 +986,12 @@ function validateMessages(messages: unknown): Result<readonly OutgoingDeviceMess
 const ascending = (a: number, b: number): number => a - b;
 
 /** send: the device-set checks, idempotency, capacity and storage of one message to one account. */
-function send(state: ServerState, request: Request<'send'>, now: number): ServerStep {
+function send(
+  state: ServerState,
+  request: Request<'send'>,
+  now: number,
+  bugs?: readonly BugName[],
+): ServerStep {
   const { sender, messageId, recipient, onlyDevice } = request;
   if (!isValidMessageId(messageId)) return fail(state, 'SERVER_MALFORMED_REQUEST', 'messageId is not valid');
   if (!isValidUserId(recipient))
@@ -1067,6 +1075,9 @@ function send(state: ServerState, request: Request<'send'>, now: number): Server
   for (const message of messages) {
     const device = lookup(devices, deviceKey(message.deviceId));
     if (device === undefined) return fail(state, 'SERVER_UNKNOWN_DEVICE', 'target device vanished');
+    // Planted bug (simulator self-test only): `server-drops-message` accepts a quarter of the sends
+    // (message id below '4') but never stores their first copy.
+    if (planted(bugs, 'server-drops-message') && messageId < '4' && message === messages[0]) continue;
     const envelope: Envelope = {
       envelopeId: device.mailbox.nextEnvelopeId,
       messageId,
@@ -1257,7 +1268,7 @@ export function handleRequest(
     case 'get-bundles':
       return getBundles(state, request);
     case 'send':
-      return send(state, request, now);
+      return send(state, request, now, env.bugs);
     case 'fetch':
       return fetchMailbox(state, request);
     case 'ack':
