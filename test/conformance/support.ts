@@ -213,7 +213,11 @@ export function assertAgree(
 
 /** What a session engine reports for one operation, in the model's emitted-event vocabulary. */
 export type SessionOutput =
-  | { readonly type: 'session.message'; readonly messageType: 'prekey' | 'whisper'; readonly bytes: Uint8Array }
+  | {
+      readonly type: 'session.message';
+      readonly messageType: 'prekey' | 'whisper';
+      readonly bytes: Uint8Array;
+    }
   | { readonly type: 'session.plaintext'; readonly plaintext: Uint8Array; readonly createdSession: boolean }
   | { readonly type: 'session.rejected'; readonly code: string; readonly rule: string };
 
@@ -394,7 +398,10 @@ export function badBundle(good: PreKeyBundle, defect: BundleDefect): PreKeyBundl
     case 'kyberMissing':
       return { ...good, kyberPreKeyId: null, kyberPreKey: null, kyberPreKeySignature: null };
     case 'kyberPreKey':
-      return { ...good, kyberPreKey: Uint8Array.of(0x0a, ...(good.kyberPreKey ?? new Uint8Array(1)).subarray(1)) };
+      return {
+        ...good,
+        kyberPreKey: Uint8Array.of(0x0a, ...(good.kyberPreKey ?? new Uint8Array(1)).subarray(1)),
+      };
     case 'kyberSignature':
       return { ...good, kyberPreKeySignature: flipLast(good.kyberPreKeySignature ?? new Uint8Array(64)) };
     case 'unpairedOneTime':
@@ -410,7 +417,10 @@ export function badBundle(good: PreKeyBundle, defect: BundleDefect): PreKeyBundl
 }
 
 /** Re-encodes a SignalMessage with a changed header, keeping its MAC (so only pre-MAC checks differ). */
-function reencodeSignal(bytes: Uint8Array, change: (fields: SignalMessageFields) => SignalMessageFields): Uint8Array {
+function reencodeSignal(
+  bytes: Uint8Array,
+  change: (fields: SignalMessageFields) => SignalMessageFields,
+): Uint8Array {
   const parsed = parseSignalMessage(bytes);
   if (!parsed.ok) return bytes;
   const body = encodeSignalMessageBody(change(parsed.value));
@@ -466,7 +476,8 @@ export function forgeBadPadding(c: CryptoProvider, session: SessionLike): Uint8A
       previousCounter: session.previousCounter,
       ciphertext,
     },
-    (macInput) => computeMessageMac(c, keys.macKey, session.localIdentityKey, session.remoteIdentityKey, macInput),
+    (macInput) =>
+      computeMessageMac(c, keys.macKey, session.localIdentityKey, session.remoteIdentityKey, macInput),
   );
 }
 
@@ -476,15 +487,26 @@ function tampered(c: CryptoProvider, flight: Flight, how: Tampering, sender: Ses
     case 'mac':
       return { ...flight, bytes: mapInner(flight, flipLast) };
     case 'signedPreKeyId':
-      return { ...flight, bytes: mapPreKeyHeader(flight, (f) => ({ ...f, signedPreKeyId: f.signedPreKeyId + 1000 })) };
+      return {
+        ...flight,
+        bytes: mapPreKeyHeader(flight, (f) => ({ ...f, signedPreKeyId: f.signedPreKeyId + 1000 })),
+      };
     case 'kyberPreKeyId':
-      return { ...flight, bytes: mapPreKeyHeader(flight, (f) => ({ ...f, kyberPreKeyId: f.kyberPreKeyId + 1000 })) };
+      return {
+        ...flight,
+        bytes: mapPreKeyHeader(flight, (f) => ({ ...f, kyberPreKeyId: f.kyberPreKeyId + 1000 })),
+      };
     case 'oneTimePreKeyId':
-      return { ...flight, bytes: mapPreKeyHeader(flight, (f) => ({ ...f, preKeyId: (f.preKeyId ?? 0) + 1000 })) };
+      return {
+        ...flight,
+        bytes: mapPreKeyHeader(flight, (f) => ({ ...f, preKeyId: (f.preKeyId ?? 0) + 1000 })),
+      };
     case 'farFuture':
       return {
         ...flight,
-        bytes: mapInner(flight, (inner) => reencodeSignal(inner, (f) => ({ ...f, counter: f.counter + 30_000 }))),
+        bytes: mapInner(flight, (inner) =>
+          reencodeSignal(inner, (f) => ({ ...f, counter: f.counter + 30_000 })),
+        ),
       };
     case 'version3':
       return {
@@ -525,7 +547,11 @@ export function applicable(world: SessionWorld, action: SessionAction): boolean 
     case 'tamper': {
       const candidates = [...world.inFlight[action.to], ...world.delivered[action.to].slice(-1)];
       if (action.how === 'badPadding') return world.parties[OTHER[action.to]].currentSession() !== null;
-      if (action.how === 'signedPreKeyId' || action.how === 'kyberPreKeyId' || action.how === 'oneTimePreKeyId') {
+      if (
+        action.how === 'signedPreKeyId' ||
+        action.how === 'kyberPreKeyId' ||
+        action.how === 'oneTimePreKeyId'
+      ) {
         return candidates.some((f) => f.messageType === 'prekey');
       }
       return candidates.length > 0;
@@ -536,16 +562,26 @@ export function applicable(world: SessionWorld, action: SessionAction): boolean 
 }
 
 /** One observed step of a world: outputs per side, draws per side, abstract state per side. */
-export function observeSessionWorld(world: SessionWorld, outputs: readonly { side: Side; output: SessionOutput }[]): Observation {
+export function observeSessionWorld(
+  world: SessionWorld,
+  outputs: readonly { side: Side; output: SessionOutput }[],
+): Observation {
   return {
     outputs,
     draws: { A: world.parties.A.takeDraws(), B: world.parties.B.takeDraws() },
-    abstract: { A: world.parties.A.abstract(), B: world.parties.B.abstract(), inFlight: world.inFlight.A.length + world.inFlight.B.length },
+    abstract: {
+      A: world.parties.A.abstract(),
+      B: world.parties.B.abstract(),
+      inFlight: world.inFlight.A.length + world.inFlight.B.length,
+    },
   };
 }
 
 /** Runs one action on a world; returns what the parties output, tagged by side. */
-export function applySessionAction(world: SessionWorld, action: SessionAction): { side: Side; output: SessionOutput }[] {
+export function applySessionAction(
+  world: SessionWorld,
+  action: SessionAction,
+): { side: Side; output: SessionOutput }[] {
   const out: { side: Side; output: SessionOutput }[] = [];
   const record = (side: Side, outputs: readonly SessionOutput[]): void => {
     for (const output of outputs) {
@@ -689,7 +725,13 @@ export function implSessionParty(
       const result = encryptMessage(env, record, plaintext, now);
       if (!result.ok) return [rejected(result.error)];
       record = result.value.record;
-      return [{ type: 'session.message', messageType: result.value.message.type, bytes: result.value.message.bytes }];
+      return [
+        {
+          type: 'session.message',
+          messageType: result.value.message.type,
+          bytes: result.value.message.bytes,
+        },
+      ];
     },
     deliver(messageType, bytes) {
       if (messageType === 'prekey') {
@@ -698,7 +740,11 @@ export function implSessionParty(
         record = result.value.record;
         prekeys = result.value.prekeys;
         return [
-          { type: 'session.plaintext', plaintext: result.value.plaintext, createdSession: result.value.createdSession },
+          {
+            type: 'session.plaintext',
+            plaintext: result.value.plaintext,
+            createdSession: result.value.createdSession,
+          },
         ];
       }
       const result = decryptSignalMessage(env, record, bytes);
@@ -768,8 +814,13 @@ export function modelSessionParty(
     context = () => runner.snapshot().context;
     value = () => runner.snapshot().value;
   } else {
-    const machine = options.machine ?? (options.variant ?? ((m: SessionMachine) => m))(createSessionMachine(env));
-    const actor = createActor(machine, { input, id: 'session', inspect: (event) => fired.push(...firedIn(event)) });
+    const machine =
+      options.machine ?? (options.variant ?? ((m: SessionMachine) => m))(createSessionMachine(env));
+    const actor = createActor(machine, {
+      input,
+      id: 'session',
+      inspect: (event) => fired.push(...firedIn(event)),
+    });
     let collected: SessionEmitted[] = [];
     actor.on('*', (emitted) => {
       collected.push(emitted);
@@ -827,7 +878,12 @@ export function createSessionWorld(
     const rng = recordingRng(seededRng(`${seed}/${side}`));
     return engine === 'impl'
       ? implSessionParty(crypto, rng, keys[side])
-      : modelSessionParty(crypto, rng, keys[side], options.variant === undefined ? {} : { variant: options.variant });
+      : modelSessionParty(
+          crypto,
+          rng,
+          keys[side],
+          options.variant === undefined ? {} : { variant: options.variant },
+        );
   };
   return {
     crypto,
@@ -858,7 +914,10 @@ export function replaySessionActions(
   keys: Readonly<Record<Side, PartyKeys>>,
   seed: string,
   actions: readonly SessionAction[],
-  options: { readonly variant?: (machine: SessionMachine) => SessionMachine; readonly fired?: Set<string> } = {},
+  options: {
+    readonly variant?: (machine: SessionMachine) => SessionMachine;
+    readonly fired?: Set<string>;
+  } = {},
 ): ReplayResult {
   const impl = createSessionWorld('impl', crypto, keys, seed);
   const model = createSessionWorld('model', crypto, keys, seed, options);
