@@ -25,7 +25,7 @@
  *   provisioning and revokes devices by signing a list without them (WP-LIFE-*).
  * @module
  */
-import { MAX_SEND_ATTEMPTS } from '../spec/constants.js';
+import { MAX_DEVICES_PER_ACCOUNT, MAX_SEND_ATTEMPTS } from '../spec/constants.js';
 import { planted } from '../spec/bugs.js';
 import { equalBytes } from '../spec/bytes.js';
 import { encryptAttachment, decryptAttachment, type AttachmentPointer } from '../spec/attachment.js';
@@ -1661,7 +1661,8 @@ function linkDevice(tx: Tx, code: ProvisioningCode): void {
   if (current === null) return;
   const used = new Set(current.devices.map((d) => d.deviceId));
   let deviceId = 0;
-  for (let id = PRIMARY_DEVICE_ID + 1; id <= MAX_DEVICE_ID; id++) {
+  // WP-LIFE-02: an account has at most MAX_DEVICES_PER_ACCOUNT devices (WP-DEV-03) and ids up to 127.
+  for (let id = PRIMARY_DEVICE_ID + 1; id <= MAX_DEVICE_ID && used.size < MAX_DEVICES_PER_ACCOUNT; id++) {
     if (!used.has(id)) {
       deviceId = id;
       break;

@@ -11,7 +11,7 @@
  */
 import { decryptAttachment, encryptAttachment, type AttachmentPointer } from '../spec/attachment.js';
 import { equalBytes } from '../spec/bytes.js';
-import { MAX_SEND_ATTEMPTS } from '../spec/constants.js';
+import { MAX_DEVICES_PER_ACCOUNT, MAX_SEND_ATTEMPTS } from '../spec/constants.js';
 import { checkContactLink, type ContactLink } from '../spec/contact-link.js';
 import {
   decodeDeviceList,
@@ -1096,6 +1096,8 @@ export function ownList(ctx: DeviceContext): DeviceList | null {
 /** WP-LIFE-02: the smallest free device id (0 when none). */
 export function freeDeviceId(ctx: DeviceContext): DeviceId {
   const used = (ownList(ctx)?.devices ?? []).map((d) => d.deviceId);
+  // A list holds at most MAX_DEVICES_PER_ACCOUNT devices (WP-DEV-03).
+  if (used.length >= MAX_DEVICES_PER_ACCOUNT) return 0;
   for (let id = PRIMARY_DEVICE_ID + 1; id <= MAX_DEVICE_ID; id++) if (!used.includes(id)) return id;
   return 0;
 }
