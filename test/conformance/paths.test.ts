@@ -12,29 +12,53 @@
  * draws, and on the abstract state (spec/abstract.ts). Finally every transition of the machine
  * definition (tools/model-diagrams.ts `listTransitions`) must have fired in at least one replay.
  */
+import { ed25519 } from '@noble/curves/ed25519.js';
+import { bytesToNumberLE, numberToBytesLE } from '@noble/curves/utils.js';
 import { getShortestPaths } from '@xstate/graph';
 import { describe, expect, it } from 'vitest';
 import { createActor, fromTransition, type AnyTransitionDefinition } from 'xstate';
 import {
   MAILBOX_CAPACITY,
+  MAX_ACCOUNTS,
   MAX_BLOB_SIZE,
   MAX_BLOBS,
   MAX_ENVELOPE_SIZE,
   MAX_PROVISIONING_ENTRIES,
   MAX_PROVISIONING_SIZE,
 } from '../../spec/constants.js';
+import { concatBytes } from '../../spec/bytes.js';
 import { nodeProvider } from '../../spec/crypto/node.js';
-import { registrationProofMessage, signDeviceList, signRegistrationProof } from '../../spec/device-list.js';
-import type { SignedDeviceList } from '../../spec/device-list-types.js';
+import {
+  encodeDeviceList,
+  registrationProofMessage,
+  signDeviceList,
+  signRegistrationProof,
+  SIGNATURE_PREFIX,
+} from '../../spec/device-list.js';
+import type { DeviceList, SignedDeviceList } from '../../spec/device-list-types.js';
 import { toHex } from '../../spec/hex.js';
 import { generateKeyPair, type KeyPair } from '../../spec/keys.js';
 import { seededRng } from '../../spec/rng.js';
 import type { PreKeyUpload, ServerRequest, ServerResponse } from '../../spec/server-api.js';
 import { generatePreKeyState, type PreKeyState } from '../../impl/prekeys.js';
 import { abstractServer } from '../../impl/server-abstract.js';
-import { emptyServerState, handleRequest, type ServerState } from '../../impl/server.js';
+import {
+  emptyServerState,
+  handleRequest,
+  type ServerAccount,
+  type ServerDevice,
+  type ServerState,
+} from '../../impl/server.js';
+import { decodeServerState, encodeServerState } from '../../impl/server-codec.js';
 import { createSessionMachine } from '../../model/session.js';
-import { abstractServerOf, createServerMachine, type ModelServer } from '../../model/server.js';
+import {
+  abstractServerOf,
+  createServerMachine,
+  emptyModelServer,
+  type ModelAccount,
+  type ModelDevice,
+  type ModelServer,
+} from '../../model/server.js';
 import { listTransitions, transitionKeyOf } from '../../tools/model-diagrams.js';
 import {
   applicable,
@@ -308,8 +332,6 @@ const SERVER_NOT_COVERED: Readonly<Record<string, string>> = {
     'as for registerAccount: checkLastResort and checkUploadLimit together already bound the one-time Kyber keys of a registration',
   'server.registerDevice.checkRegistered (always) #1':
     'the invariant guard (a registered device whose identity differs from its list entry): update-device-list revokes a device whose listed identity or registration id changed (WP-SRV-11), so no request sequence reaches it',
-  'server.registerAccount.checkAccountCapacity (always) #1':
-    'SERVER_STORE_FULL for accounts needs MAX_ACCOUNTS (100 000) registrations, each with two signature checks on both engines: too slow for a path',
 };
 
 const SERVER_T0 = 1_700_000_000_000;
@@ -1078,6 +1100,138 @@ const SERVER_SCENARIOS: readonly (readonly ServerAction[])[] = [
   ],
 ];
 
+/**
+ * XEdDSA signatures (spec/crypto/xeddsa.ts) by one private key with ONE nonce for every message:
+ * `R = rB` and `A = aB` are computed once, so a signature costs a SHA-512 and a scalar
+ * multiply-add instead of two base-point multiplications (about 0.75 ms). The signatures verify
+ * with `xeddsaVerify`. Reusing a nonce reveals the private key: fine for a fixture key that signs
+ * placeholder device lists, never acceptable anywhere else.
+ */
+function fixedNonceSigner(privateKey: Uint8Array): (message: Uint8Array) => Uint8Array {
+  const { Point } = ed25519;
+  const Fn = Point.Fn;
+  const k = Uint8Array.from(privateKey);
+  k[0] = (k[0] ?? 0) & 248;
+  k[31] = ((k[31] ?? 0) & 127) | 64;
+  const a = Fn.create(bytesToNumberLE(k));
+  const encodedA = Point.BASE.multiply(a).toBytes();
+  const signBit = (encodedA[31] ?? 0) & 0x80;
+  const r = Fn.create(bytesToNumberLE(crypto.sha512(concatBytes(Uint8Array.of(0xfe), k))));
+  const encodedR = Point.BASE.multiply(r).toBytes();
+  return (message) => {
+    const h = Fn.create(bytesToNumberLE(crypto.sha512(concatBytes(encodedR, encodedA, message))));
+    const signature = concatBytes(encodedR, numberToBytesLE(Fn.add(r, Fn.mul(h, a)), 32));
+    signature[63] = ((signature[63] ?? 0) & 0x7f) | signBit;
+    return signature;
+  };
+}
+
+/**
+ * WP-SRV-25: a server already holding `count` placeholder accounts `filler-000000`, …, as impl/'s
+ * plain state and as the model's server, built directly instead of by `count` registrations. Each
+ * account is what a registration leaves: a device list naming only its primary device, signed by
+ * one shared fixture account key (a valid signature for its own user id, see
+ * {@link fixedNonceSigner}), and that device registered with one shared install's identity and
+ * prekeys, an empty mailbox and no recent sends. The test checks on a small instance that impl/'s
+ * codec, which re-verifies every list and device (WP-SRV-27), accepts the state unchanged.
+ */
+function prefilledServers(count: number): { readonly impl: ServerState; readonly model: ModelServer } {
+  const install = generatePreKeyState(
+    { crypto, rng: seededRng('paths/server/filler/install') },
+    { oneTimePreKeys: 1, oneTimeKyberPreKeys: 1 },
+  );
+  const upload = uploadOf(install);
+  const signedPreKey = upload.signedPreKey;
+  const [oneTimeKyber, lastResort] = [false, true].map((wanted) =>
+    upload.kyberPreKeys
+      .filter((key) => key.lastResort === wanted)
+      .map(({ keyId, publicKey, signature }) => ({ keyId, publicKey, signature })),
+  );
+  const lastResortKyberPreKey = lastResort?.[0];
+  if (oneTimeKyber === undefined || lastResortKyberPreKey === undefined) {
+    throw new Error('filler install without Kyber prekeys');
+  }
+  const identityKey = install.identityKeyPair.publicKey;
+  const registrationId = install.registrationId;
+  const implDevice: ServerDevice = {
+    identityKey,
+    registrationId,
+    preKeys: {
+      signedPreKey,
+      oneTimePreKeys: upload.oneTimePreKeys,
+      kyberPreKeys: oneTimeKyber,
+      lastResortKyberPreKey,
+    },
+    mailbox: { nextEnvelopeId: 1, envelopes: [] },
+  };
+  const modelDevice: ModelDevice = {
+    identityKey,
+    registrationId,
+    signedPreKey,
+    oneTimePreKeys: upload.oneTimePreKeys,
+    oneTimeKyberPreKeys: oneTimeKyber,
+    lastResortKyberPreKey,
+    mailbox: [],
+    nextEnvelopeId: 1,
+  };
+  const accountKey = generateKeyPair(crypto, seededRng('paths/server/filler/account'));
+  const sign = fixedNonceSigner(accountKey.privateKey);
+  const devices = [{ deviceId: 1, identityKey, registrationId }];
+  const listOf = (userId: string): DeviceList => ({
+    userId,
+    version: 1,
+    accountKey: accountKey.publicKey,
+    devices,
+  });
+  // The user ids all have DIGITS digits, so each encoded list is the first one with the digits of
+  // its user id replaced (encodeDeviceList validates keys on every call: 10 µs, a second in all).
+  const DIGITS = 6;
+  if (count > 10 ** DIGITS) throw new Error(`at most ${10 ** DIGITS} filler accounts`);
+  const template = encodeDeviceList(listOf(`filler-${'0'.repeat(DIGITS)}`));
+  const idBytes = new TextEncoder().encode(`filler-${'0'.repeat(DIGITS)}`);
+  const digitsAt =
+    template.findIndex((_, at) => idBytes.every((byte, j) => template[at + j] === byte)) + 'filler-'.length;
+  const implAccounts: Record<string, ServerAccount> = {};
+  const modelAccounts: Record<string, ModelAccount> = {};
+  for (let i = 0; i < count; i++) {
+    const digits = String(i).padStart(DIGITS, '0');
+    const userId = `filler-${digits}`;
+    const deviceList = listOf(userId);
+    const list = template.slice();
+    for (let j = 0; j < DIGITS; j++) list[digitsAt + j] = digits.charCodeAt(j);
+    const signedDeviceList = { list, signature: sign(concatBytes(SIGNATURE_PREFIX.deviceList, list)) };
+    implAccounts[userId] = { signedDeviceList, deviceList, devices: { '1': implDevice }, recentSends: [] };
+    modelAccounts[userId] = {
+      signedDeviceList,
+      deviceList,
+      registered: { '1': modelDevice },
+      acceptedSends: [],
+    };
+  }
+  return {
+    impl: { ...emptyServerState(), accounts: implAccounts },
+    model: { ...emptyModelServer(), accounts: modelAccounts },
+  };
+}
+
+/**
+ * WP-SRV-25: the account table is bounded. On a server holding MAX_ACCOUNTS accounts, a valid
+ * registration of a new user is refused with SERVER_STORE_FULL (by both engines: `run` is called
+ * on each) and changes nothing.
+ */
+const SERVER_FULL_TABLE: readonly ServerAction[] = [
+  {
+    name: 'register alice on a full account table',
+    run: (world) => {
+      const response = world.handle(registerAccount('alice', 0, 0, 1));
+      if (response.kind !== 'error' || response.code !== 'SERVER_STORE_FULL') {
+        throw new Error(`a full account table answered ${JSON.stringify(response)}`);
+      }
+      return [response];
+    },
+  },
+];
+
 interface ServerGen {
   readonly world: ServerWorld;
   readonly depth: number;
@@ -1099,16 +1253,18 @@ function compareServer(
 }
 
 /**
- * Replays `actions` on both engines from an empty server, then runs each probe on a copy of the
- * final worlds (so probes never see each other's effects). Returns steps and the first divergence.
+ * Replays `actions` on both engines from an empty server (or from `start`, the same server in each
+ * engine's representation), then runs each probe on a copy of the final worlds (so probes never see
+ * each other's effects). Returns steps and the first divergence.
  */
 function replayServer(
   actions: readonly ServerAction[],
   probes: readonly ServerAction[],
   fired: Set<string>,
+  start?: { readonly impl: ServerState; readonly model: ModelServer },
 ): { steps: number; error: string | null } {
-  const impl = implServerWorld();
-  const model = modelServerWorld();
+  const impl = implServerWorld(start?.impl);
+  const model = modelServerWorld(start?.model);
   const path = (): string => actions.map((a) => a.name).join(' → ');
   for (const [index, action] of actions.entries()) {
     const implOut = action.run(impl);
@@ -1218,12 +1374,26 @@ describe('path coverage: server machine against impl/', () => {
       steps += result.steps;
       if (result.error !== null) throw new Error(result.error);
     }
+    // WP-SRV-25: the full account table, from a prefilled server rather than MAX_ACCOUNTS
+    // registrations. impl/'s codec re-verifies every list and device: a small prefilled state
+    // must pass it unchanged.
+    const sample = prefilledServers(12).impl;
+    const decoded = decodeServerState(crypto, encodeServerState(sample));
+    expect(decoded.ok ? decoded.value : decoded).toEqual(sample);
+    const prefillStarted = performance.now();
+    const prefilled = prefilledServers(MAX_ACCOUNTS);
+    const prefill = performance.now() - prefillStarted;
+    const full = replayServer(SERVER_FULL_TABLE, [], fired, prefilled);
+    steps += full.steps;
+    if (full.error !== null) throw new Error(full.error);
+    const fullTable = performance.now() - prefillStarted;
     const all = listTransitions(serverMachine).map((t) => t.key);
     const uncovered = all.filter((key) => !fired.has(key) && SERVER_NOT_COVERED[key] === undefined);
     console.log(
       `server: ${all.length} transitions, ${fired.size} fired, ${Object.keys(SERVER_NOT_COVERED).length} not covered by design; ` +
         `${paths.length} shortest paths (${leaves.length} maximal) + ${SERVER_SCENARIOS.length} scenarios + ${probed.length} probe runs (${probes.length} probes): ` +
-        `${replayed.length} paths, ${steps} steps on both engines; generation ${Math.round(generation)} ms, total ${Math.round(performance.now() - started)} ms`,
+        `${replayed.length} paths + 1 from ${MAX_ACCOUNTS} prefilled accounts (prefill ${Math.round(prefill)} ms, with replay ${Math.round(fullTable)} ms), ` +
+        `${steps} steps on both engines; generation ${Math.round(generation)} ms, total ${Math.round(performance.now() - started)} ms`,
     );
     expect(uncovered, 'transitions of the server machine that no path fired').toEqual([]);
     expect(
