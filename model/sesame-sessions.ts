@@ -20,6 +20,7 @@ import {
 } from '../spec/constants.js';
 import type { SessionAbstract, SessionRecordAbstract } from '../spec/abstract.js';
 import type { PreKeyBundle } from '../spec/bundle.js';
+import { planted } from '../spec/bugs.js';
 import { equalBytes } from '../spec/bytes.js';
 import { computeMessageMac, decryptBody, encryptBody, verifyMessageMac } from '../spec/cipher.js';
 import { kemDecapsulate, kemEncapsulate, kemGenerateKeyPair } from '../spec/crypto/kyber.js';
@@ -371,11 +372,10 @@ function sealOnSession(
     (macInput) =>
       computeMessageMac(c, keys.macKey, session.ourIdentityKey, session.theirIdentityKey, macInput),
   );
-  const next: ModelSession = {
-    ...session,
-    sendingChainKey: step.nextChainKey,
-    sendingIndex: session.sendingIndex + 1,
-  };
+  // Planted bug (simulator self-test only): `reuse-message-key` leaves the sending chain in place.
+  const next: ModelSession = planted(env.bugs, 'reuse-message-key')
+    ? session
+    : { ...session, sendingChainKey: step.nextChainKey, sendingIndex: session.sendingIndex + 1 };
   const init = session.initiation;
   if (init === null) return { session: next, message: { type: 'whisper', bytes: signalMessage } };
   const bytes = encodePreKeySignalMessage({
@@ -444,10 +444,17 @@ function openOnSession(
         counter: message.counter,
       });
     seed = stored.seed;
-    advanced = { ...chain, skipped: chain.skipped.filter((k) => k !== stored) };
+    // Planted bug (simulator self-test only): `deliver-twice` keeps a used skipped key.
+    advanced = planted(env.bugs, 'deliver-twice')
+      ? chain
+      : { ...chain, skipped: chain.skipped.filter((k) => k !== stored) };
   } else {
     // WP-DR-07
-    if (message.counter - chain.nextIndex > MAX_FORWARD_JUMPS)
+    // Planted bug (simulator self-test only): `accept-past-forward-jump` skips this check.
+    if (
+      message.counter - chain.nextIndex > MAX_FORWARD_JUMPS &&
+      !planted(env.bugs, 'accept-past-forward-jump')
+    )
       return reject('FORWARD_JUMP_TOO_FAR', 'message from too far into the future', {
         chainIndex: chain.nextIndex,
         counter: message.counter,
@@ -462,6 +469,8 @@ function openOnSession(
     }
     const s = kdfCk(c, key);
     seed = s.messageKeySeed;
+    // Planted bug (simulator self-test only): `deliver-twice` also stores the key it just used.
+    if (planted(env.bugs, 'deliver-twice')) newSkipped.unshift({ index: message.counter, seed });
     // WP-DR-08: newest first, capped.
     const skipped =
       newSkipped.length === 0 ? chain.skipped : [...newSkipped, ...chain.skipped].slice(0, MAX_MESSAGE_KEYS);
@@ -469,7 +478,9 @@ function openOnSession(
   }
   const keys = deriveMessageKeys(c, seed);
   // WP-DR-05
+  // Planted bug (simulator self-test only): `skip-mac-check` accepts any MAC.
   if (
+    !planted(env.bugs, 'skip-mac-check') &&
     !verifyMessageMac(
       c,
       keys.macKey,

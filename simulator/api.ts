@@ -33,6 +33,12 @@ export interface FaultConfig {
   readonly stateLoss: number;
   /** Device rollback events (the device's state returns to an older snapshot). */
   readonly rollback: number;
+  /**
+   * Probability that a network attacker tampers with a ciphertext envelope on its way to a device:
+   * a flipped bit in the body or a counter pushed beyond MAX_FORWARD_JUMPS (absent = 0). The
+   * receiver must reject it at the MAC or forward-jump check and recover by a retry request.
+   */
+  readonly corruption?: number;
 }
 
 /** No faults at all. */
@@ -45,6 +51,7 @@ export const NO_FAULTS: FaultConfig = Object.freeze({
   serverCrashes: 0,
   stateLoss: 0,
   rollback: 0,
+  corruption: 0,
 });
 
 /** The population and the work it does. */
@@ -94,8 +101,20 @@ export interface SimConfig {
  * then carries it, and the run uses it instead of drawing.
  */
 export type ScheduleEntry =
-  | { readonly t: number; readonly op: 'send'; readonly from: string; readonly to: readonly UserId[]; readonly text: string }
-  | { readonly t: number; readonly op: 'attachment'; readonly from: string; readonly to: readonly UserId[]; readonly size: number }
+  | {
+      readonly t: number;
+      readonly op: 'send';
+      readonly from: string;
+      readonly to: readonly UserId[];
+      readonly text: string;
+    }
+  | {
+      readonly t: number;
+      readonly op: 'attachment';
+      readonly from: string;
+      readonly to: readonly UserId[];
+      readonly size: number;
+    }
   | { readonly t: number; readonly op: 'link'; readonly primary: string; readonly device: string }
   | { readonly t: number; readonly op: 'revoke'; readonly primary: string; readonly device: string }
   | { readonly t: number; readonly op: 'reinstall'; readonly device: string }
@@ -180,7 +199,12 @@ export interface SimResult {
   /** A one-line command that reproduces this run. */
   readonly repro: string;
   /** Simulated delivery latency samples summary (ticks). */
-  readonly latency: { readonly p50: number; readonly p99: number; readonly max: number; readonly count: number };
+  readonly latency: {
+    readonly p50: number;
+    readonly p99: number;
+    readonly max: number;
+    readonly count: number;
+  };
 }
 
 /** A device as the simulator addresses it. */

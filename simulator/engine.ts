@@ -1,0 +1,816 @@
+/**
+ * The node interface of the simulator (WHITEPAPER.md, "Simulator"): what a device and the server
+ * look like to the event loop, whichever engine computes them.
+ *
+ * - {@link DeviceEngine}: one device install. `step(input, now)` applies one input and returns the
+ *   outputs (impl/device.ts `DeviceInput`/`DeviceOutput` are the simulator's node I/O vocabulary);
+ *   `abstract()` is the spec-level projection that traces record and engines are compared on;
+ *   `snapshot()`/`restore()` serve the rollback fault.
+ * - {@link ServerEngine}: the server, answering one request at a time, plus the read-only queries
+ *   the invariants need (mailbox depth, envelopes dropped by rule, stored bytes for the
+ *   no-plaintext search).
+ * - {@link EngineFactory}: creates both kinds of node for an {@link EngineChoice}.
+ *
+ * Three factories exist: `impl` (impl/ functions over plain state, implemented here), `model`
+ * (model/ machines; see {@link modelEngineFactory}) and `both`, which is generic: it runs any two
+ * factories in lockstep on the same inputs, feeds the second the exact random bytes the first drew
+ * (a tee over the `keys` stream), and after every step compares outputs, draws and abstract state,
+ * throwing {@link DivergenceError} at the first difference.
+ * @module
+ */
+import { MAX_ACCOUNTS } from '../spec/constants.js';
+import type { CryptoProvider } from '../spec/crypto/provider.js';
+import type { BugName } from '../spec/bugs.js';
+import type { SignedDeviceList } from '../spec/device-list-types.js';
+import type { Env } from '../spec/env.js';
+import type { DeviceAddress, UserId } from '../spec/identity.js';
+import type { ProvisioningCode } from '../spec/provisioning.js';
+import type { Rng } from '../spec/rng.js';
+import type { ServerAbstract } from '../spec/server-abstract.js';
+import type { ServerRequest, ServerResponse } from '../spec/server-api.js';
+import type { DeviceRecordAbstract, SesameAbstract } from '../spec/sesame-abstract.js';
+import type { DeviceAbstract } from '../spec/device-abstract.js';
+import { fingerprint } from '../spec/keys.js';
+import {
+  createPrimaryDevice,
+  createProvisioningDevice,
+  deviceStep,
+  resetPrimaryDevice,
+  type DeviceInput,
+  type DeviceOptions,
+  type DeviceOutput,
+  type DeviceState,
+} from '../impl/device.js';
+import { abstractSessionRecord } from '../impl/abstract.js';
+import type { DeviceRecord, SesameState } from '../impl/sesame.js';
+import { abstractServer } from '../impl/server-abstract.js';
+import {
+  droppedByRevocation,
+  emptyServerState,
+  handleRequest,
+  mailboxDepth,
+  type ServerAccount,
+  type ServerState,
+} from '../impl/server.js';
+import {
+  abstractDeviceOf,
+  createPrimaryDeviceModel,
+  createProvisioningDeviceModel,
+  resetPrimaryDeviceModel,
+  resumeDeviceModel,
+  type DeviceModelRunner,
+} from '../model/device.js';
+import type { DeviceContext } from '../model/device-data.js';
+import {
+  abstractServerOf,
+  createServerRunner,
+  type ModelServer,
+  type ServerRunner,
+} from '../model/server.js';
+import type { EngineChoice } from './api.js';
+import { canonicalJson } from './canonical.js';
+
+/** A device's lifecycle phase (WP-LIFE-01). */
+export type LifecycleKind = 'provisioning' | 'registering' | 'linked' | 'revoked';
+
+/** What traces record of a device and what `both` compares: spec/device-abstract.ts. */
+export type DeviceAbstractView = DeviceAbstract;
+
+/** One device install as the event loop drives it. */
+export interface DeviceEngine {
+  /** Applies one input at simulated time `now` and returns the outputs, in order. */
+  step(input: DeviceInput, now: number): readonly DeviceOutput[];
+  abstract(): DeviceAbstractView;
+  lifecycle(): LifecycleKind;
+  address(): DeviceAddress | null;
+  /** True while requests await answers or outbox items wait: the resend timer stays armed. */
+  hasWork(): boolean;
+  /** An opaque copy of the whole state, for the rollback fault. */
+  snapshot(): unknown;
+  /** Returns to a snapshot taken from this engine. */
+  restore(snapshot: unknown): void;
+}
+
+/** The server as the event loop drives it. */
+export interface ServerEngine {
+  handle(request: ServerRequest, now: number): ServerResponse;
+  abstract(): ServerAbstract;
+  mailboxDepth(address: DeviceAddress): number;
+  /** Envelopes dropped by rule at an address (revocation, re-registration, reset; WP-SRV-11). */
+  droppedByRevocation(address: DeviceAddress): number;
+  /** The account's current signed device list (for contact links), or null. */
+  signedDeviceList(userId: UserId): SignedDeviceList | null;
+  /** Every byte string the server stores (envelopes, blobs, relay messages). */
+  storedBytes(): readonly Uint8Array[];
+}
+
+/** A node freshly created, with the outputs its creation produced (e.g. the registration request). */
+export interface CreatedDevice {
+  readonly engine: DeviceEngine;
+  readonly outputs: readonly DeviceOutput[];
+}
+
+/** Creates nodes for one engine choice. */
+export interface EngineFactory {
+  readonly name: EngineChoice;
+  createPrimary(env: Env, userId: UserId, now: number, options: DeviceOptions): CreatedDevice;
+  resetPrimary(
+    env: Env,
+    userId: UserId,
+    previousListVersion: number,
+    now: number,
+    options: DeviceOptions,
+  ): CreatedDevice;
+  createProvisioning(
+    env: Env,
+    now: number,
+    options: DeviceOptions,
+  ): CreatedDevice & { readonly code: ProvisioningCode };
+  createServer(env: ServerNodeEnv): ServerEngine;
+}
+
+/** The server's environment in the simulator: the crypto provider and the planted bugs. */
+export interface ServerNodeEnv {
+  readonly crypto: CryptoProvider;
+  readonly bugs?: readonly BugName[];
+}
+
+// ---------------------------------------------------------------------------------------------
+// impl/
+
+/**
+ * impl/sesame.ts `abstractSesame`, memoised: device records are immutable and keep their identity
+ * while unchanged, so each record's projection (a dozen fingerprints per session) is computed once
+ * per record object; a whole state is reused while the Sesame state object is. The result is equal
+ * to `abstractSesame` (simulator/engine.test.ts checks it on every step of a run).
+ */
+export class SesameAbstractCache {
+  private readonly records = new WeakMap<DeviceRecord, DeviceRecordAbstract>();
+  private lastState: SesameState | null = null;
+  private lastView: SesameAbstract | null = null;
+
+  constructor(private readonly c: CryptoProvider) {}
+
+  project(state: SesameState): SesameAbstract {
+    if (state === this.lastState && this.lastView !== null) return this.lastView;
+    const users = Object.values(state.users).sort((a, b) =>
+      a.userId < b.userId ? -1 : a.userId > b.userId ? 1 : 0,
+    );
+    const view: SesameAbstract = {
+      self: { userId: state.self.userId, deviceId: state.self.deviceId },
+      users: users.map((user) => ({
+        userId: user.userId,
+        stale: user.staleSince !== null,
+        devices: Object.values(user.devices)
+          .sort((a, b) => a.deviceId - b.deviceId)
+          .map((device) => this.record(device)),
+      })),
+      messageRecords: state.messageRecords.length,
+    };
+    this.lastState = state;
+    this.lastView = view;
+    return view;
+  }
+
+  private record(device: DeviceRecord): DeviceRecordAbstract {
+    const cached = this.records.get(device);
+    if (cached !== undefined) return cached;
+    const projected: DeviceRecordAbstract = {
+      deviceId: device.deviceId,
+      stale: device.staleSince !== null,
+      identityKeyFp: fingerprint(this.c, device.identityKey),
+      registrationId: device.registrationId,
+      sessions: abstractSessionRecord(this.c, device.sessions),
+    };
+    this.records.set(device, projected);
+    return projected;
+  }
+}
+
+function byText(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/**
+ * impl/device-abstract.ts `abstractDevice` with the Sesame part memoised by `cache` (equal to it:
+ * simulator/engine.test.ts checks every step of a run).
+ */
+export function abstractImplDevice(
+  c: CryptoProvider,
+  state: DeviceState,
+  cache: SesameAbstractCache = new SesameAbstractCache(c),
+): DeviceAbstract {
+  return {
+    lifecycle: state.lifecycle.kind,
+    address: { userId: state.userId, deviceId: state.deviceId },
+    sesame: cache.project(state.sesame),
+    trust: Object.values(state.trust)
+      .sort((a, b) => byText(a.userId, b.userId))
+      .map((t) => ({
+        userId: t.userId,
+        accountKeyFp: t.accountKey === null ? null : fingerprint(c, t.accountKey),
+        pendingAccountKeyChange: t.pendingAccountKey !== null,
+        listVersion: t.list?.version ?? null,
+      })),
+    outbox: state.outbox
+      .map((i) => ({
+        messageId: i.messageId,
+        recipient: i.recipient,
+        kind: i.kind,
+        stage: i.stage,
+        attempts: i.attempts,
+      }))
+      .sort((a, b) => byText(a.messageId, b.messageId) || byText(a.recipient, b.recipient)),
+    pending: state.pending
+      .map((p) => ({ requestId: p.requestId, kind: p.request.kind }))
+      .sort((a, b) => a.requestId - b.requestId),
+    seenCount: state.seen.length,
+    parkedEnvelopeIds: state.parked.map((p) => p.envelope.envelopeId),
+    oneTimePreKeyIds: state.prekeys.oneTimePreKeys.map((k) => k.keyId),
+    kyberPreKeyIds: state.prekeys.kyberPreKeys.map((k) => k.keyId),
+  };
+}
+
+class ImplDevice implements DeviceEngine {
+  private readonly cache: SesameAbstractCache;
+
+  constructor(
+    private readonly env: Env,
+    private state: DeviceState,
+  ) {
+    this.cache = new SesameAbstractCache(env.crypto);
+  }
+
+  step(input: DeviceInput, now: number): readonly DeviceOutput[] {
+    const result = deviceStep(this.env, this.state, input, now);
+    this.state = result.state;
+    return result.outputs;
+  }
+
+  abstract(): DeviceAbstractView {
+    return abstractImplDevice(this.env.crypto, this.state, this.cache);
+  }
+
+  lifecycle(): LifecycleKind {
+    return this.state.lifecycle.kind;
+  }
+
+  address(): DeviceAddress | null {
+    return this.state.lifecycle.kind === 'provisioning'
+      ? null
+      : { userId: this.state.userId, deviceId: this.state.deviceId };
+  }
+
+  hasWork(): boolean {
+    return this.state.pending.length > 0 || this.state.outbox.length > 0;
+  }
+
+  snapshot(): unknown {
+    // States are immutable plain data: the reference itself is a snapshot.
+    return this.state;
+  }
+
+  restore(snapshot: unknown): void {
+    this.state = snapshot as DeviceState;
+  }
+}
+
+/** The user ids whose accounts a request can read or change (see {@link ImplServer}). */
+function accountsTouched(request: ServerRequest): readonly UserId[] | null {
+  switch (request.kind) {
+    case 'register-account':
+    case 'register-device':
+    case 'upload-prekeys':
+    case 'update-device-list':
+    case 'fetch':
+    case 'ack':
+      return typeof request.device?.userId === 'string' ? [request.device.userId] : null;
+    case 'get-device-list':
+    case 'get-bundles':
+      return typeof request.userId === 'string' ? [request.userId] : null;
+    case 'send':
+      return typeof request.sender?.userId === 'string' && typeof request.recipient === 'string'
+        ? [request.sender.userId, request.recipient]
+        : null;
+    case 'provision-put':
+    case 'provision-get':
+    case 'blob-put':
+    case 'blob-get':
+      return [];
+    default:
+      return null;
+  }
+}
+
+/**
+ * impl/server.ts behind the engine interface. The accounts live in a Map and each request sees a
+ * server state holding only the accounts it can touch (its acting device's account, and a send's
+ * recipient): `handleRequest` reads no other account, so the answer is the same as over the full
+ * state, but a step costs O(touched accounts) instead of copying every account (peak-day has
+ * 10 000). Requests it cannot classify, and registrations near MAX_ACCOUNTS (which count all
+ * accounts), run over the full state. `simulator/engine.test.ts` checks both paths agree under `both`.
+ */
+class ImplServer implements ServerEngine {
+  private readonly accounts = new Map<UserId, ServerAccount>();
+  private rest: Omit<ServerState, 'accounts'>;
+  private abstractCache: ServerAbstract | null = null;
+
+  constructor(
+    private readonly env: ServerNodeEnv,
+    private readonly sharded: boolean,
+  ) {
+    const { accounts: _accounts, ...rest } = emptyServerState();
+    this.rest = rest;
+  }
+
+  private full(): ServerState {
+    return { ...this.rest, accounts: Object.fromEntries(this.accounts) };
+  }
+
+  private replaceAll(state: ServerState): void {
+    this.accounts.clear();
+    for (const [userId, account] of Object.entries(state.accounts)) this.accounts.set(userId, account);
+    const { accounts: _accounts, ...rest } = state;
+    this.rest = rest;
+  }
+
+  handle(request: ServerRequest, now: number): ServerResponse {
+    const touched = this.sharded ? accountsTouched(request) : null;
+    if (touched === null || this.accounts.size >= MAX_ACCOUNTS - 1) {
+      const before = this.full();
+      const step = handleRequest(this.env, before, request, now);
+      if (step.state !== before) {
+        this.replaceAll(step.state);
+        this.abstractCache = null;
+      }
+      return step.response;
+    }
+    const view: Record<string, ServerAccount> = {};
+    for (const userId of touched) {
+      const account = this.accounts.get(userId);
+      if (account !== undefined) view[userId] = account;
+    }
+    const input: ServerState = { ...this.rest, accounts: view };
+    const step = handleRequest(this.env, input, request, now);
+    // WP-SRV-01: an unchanged state is returned as the same object.
+    if (step.state === input) return step.response;
+    this.abstractCache = null;
+    for (const userId of touched) {
+      const account = Object.hasOwn(step.state.accounts, userId) ? step.state.accounts[userId] : undefined;
+      if (account === undefined) this.accounts.delete(userId);
+      else this.accounts.set(userId, account);
+    }
+    const { accounts: _accounts, ...rest } = step.state;
+    this.rest = rest;
+    return step.response;
+  }
+
+  abstract(): ServerAbstract {
+    // Recomputed only after a request changed the state (most requests, fetches, change nothing).
+    if (this.abstractCache === null) this.abstractCache = abstractServer(this.env.crypto, this.full());
+    return this.abstractCache;
+  }
+
+  private viewOf(userId: UserId): ServerState {
+    const account = this.accounts.get(userId);
+    return { ...this.rest, accounts: account === undefined ? {} : { [userId]: account } };
+  }
+
+  mailboxDepth(address: DeviceAddress): number {
+    return mailboxDepth(this.viewOf(address.userId), address);
+  }
+
+  droppedByRevocation(address: DeviceAddress): number {
+    return droppedByRevocation(this.viewOf(address.userId), address);
+  }
+
+  signedDeviceList(userId: UserId): SignedDeviceList | null {
+    return this.accounts.get(userId)?.signedDeviceList ?? null;
+  }
+
+  storedBytes(): readonly Uint8Array[] {
+    const out: Uint8Array[] = [];
+    for (const account of this.accounts.values())
+      for (const device of Object.values(account.devices))
+        for (const envelope of device.mailbox.envelopes) out.push(envelope.bytes);
+    for (const blob of Object.values(this.rest.blobs)) out.push(blob);
+    for (const entry of Object.values(this.rest.provisioning)) out.push(entry.bytes);
+    return out;
+  }
+}
+
+/** The impl/ engine. `sharded: false` runs every server request over the full state (tests). */
+export function implEngineFactory(options: { readonly sharded?: boolean } = {}): EngineFactory {
+  const sharded = options.sharded ?? true;
+  return {
+    name: 'impl',
+    createPrimary(env, userId, now, deviceOptions) {
+      const r = createPrimaryDevice(env, userId, now, deviceOptions);
+      return { engine: new ImplDevice(env, r.state), outputs: r.outputs };
+    },
+    resetPrimary(env, userId, previousListVersion, now, deviceOptions) {
+      const r = resetPrimaryDevice(env, userId, previousListVersion, now, deviceOptions);
+      return { engine: new ImplDevice(env, r.state), outputs: r.outputs };
+    },
+    createProvisioning(env, now, deviceOptions) {
+      const r = createProvisioningDevice(env, now, deviceOptions);
+      return { engine: new ImplDevice(env, r.state), outputs: r.outputs, code: r.code };
+    },
+    createServer(env) {
+      return new ImplServer(env, sharded);
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// model/
+
+/**
+ * Why an engine cannot be used: the typed error a build without model/'s runners reports for
+ * `model` and `both` (cli/simulate.ts maps it to exit status 2). This build has them all.
+ */
+export class EngineUnavailableError extends Error {
+  readonly code = 'ENGINE_UNAVAILABLE' as const;
+  constructor(readonly engine: EngineChoice) {
+    super('model engine not available');
+    this.name = 'EngineUnavailableError';
+  }
+}
+
+class ModelDeviceEngine implements DeviceEngine {
+  constructor(
+    private readonly env: Env,
+    private runner: DeviceModelRunner,
+  ) {}
+
+  step(input: DeviceInput, now: number): readonly DeviceOutput[] {
+    return this.runner.step(input, now);
+  }
+
+  abstract(): DeviceAbstract {
+    return abstractDeviceOf(this.env.crypto, this.runner.context());
+  }
+
+  lifecycle(): LifecycleKind {
+    return this.runner.context().lifecycle.kind;
+  }
+
+  address(): DeviceAddress | null {
+    const context = this.runner.context();
+    return context.lifecycle.kind === 'provisioning'
+      ? null
+      : { userId: context.userId, deviceId: context.deviceId };
+  }
+
+  hasWork(): boolean {
+    const context = this.runner.context();
+    return context.pending.length > 0 || context.outbox.length > 0;
+  }
+
+  snapshot(): unknown {
+    return { context: this.runner.context(), value: this.runner.stateValue() };
+  }
+
+  restore(snapshot: unknown): void {
+    const { context, value } = snapshot as { context: DeviceContext; value: unknown };
+    this.runner = resumeDeviceModel(this.env, context, value);
+  }
+}
+
+class ModelServerEngine implements ServerEngine {
+  private readonly runner: ServerRunner;
+
+  constructor(private readonly env: ServerNodeEnv) {
+    this.runner = createServerRunner(
+      env.bugs === undefined ? { crypto: env.crypto } : { crypto: env.crypto, bugs: env.bugs },
+    );
+  }
+
+  private server(): ModelServer {
+    return this.runner.snapshot().context.server;
+  }
+
+  handle(request: ServerRequest, now: number): ServerResponse {
+    return this.runner.handle(request, now);
+  }
+
+  abstract(): ServerAbstract {
+    return abstractServerOf(this.env.crypto, this.runner.snapshot().context);
+  }
+
+  mailboxDepth(address: DeviceAddress): number {
+    const account = own(this.server().accounts, address.userId);
+    return (
+      (account === undefined ? undefined : own(account.registered, String(address.deviceId)))?.mailbox
+        .length ?? 0
+    );
+  }
+
+  droppedByRevocation(address: DeviceAddress): number {
+    const dropped = own(this.server().dropped, address.userId);
+    return (dropped === undefined ? undefined : own(dropped, String(address.deviceId))) ?? 0;
+  }
+
+  signedDeviceList(userId: UserId): SignedDeviceList | null {
+    return own(this.server().accounts, userId)?.signedDeviceList ?? null;
+  }
+
+  storedBytes(): readonly Uint8Array[] {
+    const server = this.server();
+    const out: Uint8Array[] = [];
+    for (const account of Object.values(server.accounts))
+      for (const device of Object.values(account.registered))
+        for (const envelope of device.mailbox) out.push(envelope.bytes);
+    for (const blob of Object.values(server.blobs)) out.push(blob);
+    for (const entry of Object.values(server.relay)) out.push(entry.bytes);
+    return out;
+  }
+}
+
+function own<T>(record: Readonly<Record<string, T>>, key: string): T | undefined {
+  return Object.hasOwn(record, key) ? record[key] : undefined;
+}
+
+/** The model/ engine: the device and server machines of model/ behind the same interface. */
+export function modelEngineFactory(): EngineFactory {
+  return {
+    name: 'model',
+    createPrimary(env, userId, now, options) {
+      const r = createPrimaryDeviceModel(env, userId, now, options);
+      return { engine: new ModelDeviceEngine(env, r.runner), outputs: r.outputs };
+    },
+    resetPrimary(env, userId, previousListVersion, now, options) {
+      const r = resetPrimaryDeviceModel(env, userId, previousListVersion, now, options);
+      return { engine: new ModelDeviceEngine(env, r.runner), outputs: r.outputs };
+    },
+    createProvisioning(env, now, options) {
+      const r = createProvisioningDeviceModel(env, now, options);
+      return { engine: new ModelDeviceEngine(env, r.runner), outputs: r.outputs, code: r.code };
+    },
+    createServer(env) {
+      return new ModelServerEngine(env);
+    },
+  };
+}
+
+/** True when {@link engineFactory} can build `choice`. */
+export function engineAvailable(choice: EngineChoice): boolean {
+  void choice;
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// both
+
+/** Raised by the `both` engine at the first difference between its two engines. */
+export class DivergenceError extends Error {
+  constructor(
+    readonly node: string,
+    /** outputs, draws, abstract or response. */
+    readonly field: string,
+    readonly first: string,
+    readonly second: string,
+  ) {
+    super(`engines diverge at ${node} in ${field}`);
+    this.name = 'DivergenceError';
+  }
+}
+
+/**
+ * A tee over one byte stream: the first engine draws from the real stream (and every byte it drew
+ * is kept), the second replays exactly those bytes. A second engine asking for bytes the first did
+ * not draw, or for different lengths, is a `draws` divergence.
+ */
+class TeeRng {
+  private log: Uint8Array[] = [];
+  private replayIndex = 0;
+  private replayOffset = 0;
+  private secondOverdraw = false;
+
+  constructor(private readonly source: Rng) {}
+
+  readonly first: Rng = {
+    randomBytes: (length: number): Uint8Array => {
+      const bytes = this.source.randomBytes(length);
+      this.log.push(bytes.slice());
+      return bytes;
+    },
+  };
+
+  readonly second: Rng = {
+    randomBytes: (length: number): Uint8Array => {
+      const out = new Uint8Array(length);
+      let written = 0;
+      while (written < length) {
+        const chunk = this.log[this.replayIndex];
+        if (chunk === undefined) {
+          this.secondOverdraw = true;
+          return out;
+        }
+        const take = Math.min(length - written, chunk.length - this.replayOffset);
+        out.set(chunk.subarray(this.replayOffset, this.replayOffset + take), written);
+        written += take;
+        this.replayOffset += take;
+        if (this.replayOffset === chunk.length) {
+          this.replayIndex++;
+          this.replayOffset = 0;
+        }
+      }
+      return out;
+    },
+  };
+
+  /** Starts a step: forgets the previous step's bytes. */
+  begin(): void {
+    this.log = [];
+    this.replayIndex = 0;
+    this.replayOffset = 0;
+    this.secondOverdraw = false;
+  }
+
+  /** Describes the draws of the step for comparison: lengths drawn by each side. */
+  end(): { readonly first: string; readonly second: string } {
+    const total = this.log.reduce((n, c) => n + c.length, 0);
+    let consumed = 0;
+    for (let i = 0; i < this.replayIndex; i++) consumed += this.log[i]?.length ?? 0;
+    consumed += this.replayOffset;
+    return {
+      first: `${total} bytes`,
+      second: this.secondOverdraw ? `more than ${total} bytes` : `${consumed} bytes`,
+    };
+  }
+}
+
+function compare(node: string, field: string, a: unknown, b: unknown, c: CryptoProvider): void {
+  const left = canonicalJson(a, c);
+  const right = canonicalJson(b, c);
+  if (left !== right) throw new DivergenceError(node, field, left, right);
+}
+
+class BothDevice implements DeviceEngine {
+  constructor(
+    private readonly first: DeviceEngine,
+    private readonly second: DeviceEngine,
+    private readonly tee: TeeRng,
+    private readonly c: CryptoProvider,
+  ) {}
+
+  step(input: DeviceInput, now: number): readonly DeviceOutput[] {
+    this.tee.begin();
+    const a = this.first.step(input, now);
+    const b = this.second.step(input, now);
+    const node = addressName(this.first.address());
+    const draws = this.tee.end();
+    if (draws.first !== draws.second) throw new DivergenceError(node, 'draws', draws.first, draws.second);
+    compare(node, 'outputs', a, b, this.c);
+    compare(node, 'abstract', this.first.abstract(), this.second.abstract(), this.c);
+    return a;
+  }
+
+  abstract(): DeviceAbstractView {
+    return this.first.abstract();
+  }
+
+  lifecycle(): LifecycleKind {
+    return this.first.lifecycle();
+  }
+
+  address(): DeviceAddress | null {
+    return this.first.address();
+  }
+
+  hasWork(): boolean {
+    return this.first.hasWork() || this.second.hasWork();
+  }
+
+  snapshot(): unknown {
+    return [this.first.snapshot(), this.second.snapshot()];
+  }
+
+  restore(snapshot: unknown): void {
+    const [a, b] = snapshot as [unknown, unknown];
+    this.first.restore(a);
+    this.second.restore(b);
+  }
+}
+
+class BothServer implements ServerEngine {
+  constructor(
+    private readonly first: ServerEngine,
+    private readonly second: ServerEngine,
+    private readonly c: CryptoProvider,
+  ) {}
+
+  handle(request: ServerRequest, now: number): ServerResponse {
+    const a = this.first.handle(request, now);
+    const b = this.second.handle(request, now);
+    compare('server', 'response', a, b, this.c);
+    compare('server', 'abstract', this.first.abstract(), this.second.abstract(), this.c);
+    return a;
+  }
+
+  abstract(): ServerAbstract {
+    return this.first.abstract();
+  }
+
+  mailboxDepth(address: DeviceAddress): number {
+    return this.first.mailboxDepth(address);
+  }
+
+  droppedByRevocation(address: DeviceAddress): number {
+    return this.first.droppedByRevocation(address);
+  }
+
+  signedDeviceList(userId: UserId): SignedDeviceList | null {
+    return this.first.signedDeviceList(userId);
+  }
+
+  storedBytes(): readonly Uint8Array[] {
+    return this.first.storedBytes();
+  }
+}
+
+function addressName(address: DeviceAddress | null): string {
+  return address === null ? 'provisioning' : `${address.userId}.${address.deviceId}`;
+}
+
+/**
+ * Runs two factories in lockstep (generic: `impl` against `model`, or two impl variants in tests).
+ * Every node creation and step happens on both; the second engine replays the first one's random
+ * bytes; outputs, draws, abstract state and server responses are compared after every step.
+ */
+export function bothEngineFactory(first: EngineFactory, second: EngineFactory): EngineFactory {
+  const tees = new WeakMap<Rng, TeeRng>();
+  const split = (env: Env): { readonly a: Env; readonly b: Env; readonly tee: TeeRng } => {
+    let tee = tees.get(env.rng);
+    if (tee === undefined) {
+      tee = new TeeRng(env.rng);
+      tees.set(env.rng, tee);
+    }
+    return { a: { ...env, rng: tee.first }, b: { ...env, rng: tee.second }, tee };
+  };
+  const pair = (
+    env: Env,
+    make: (factory: EngineFactory, e: Env) => CreatedDevice,
+  ): { readonly created: CreatedDevice; readonly second: CreatedDevice; readonly tee: TeeRng } => {
+    const { a, b, tee } = split(env);
+    tee.begin();
+    const created = make(first, a);
+    const second = make(second_, b);
+    const draws = tee.end();
+    const node = addressName(created.engine.address());
+    if (draws.first !== draws.second) throw new DivergenceError(node, 'draws', draws.first, draws.second);
+    compare(node, 'outputs', created.outputs, second.outputs, env.crypto);
+    compare(node, 'abstract', created.engine.abstract(), second.engine.abstract(), env.crypto);
+    return { created, second, tee };
+  };
+  const second_ = second;
+  return {
+    name: 'both',
+    createPrimary(env, userId, now, options) {
+      const p = pair(env, (f, e) => f.createPrimary(e, userId, now, options));
+      return {
+        engine: new BothDevice(p.created.engine, p.second.engine, p.tee, env.crypto),
+        outputs: p.created.outputs,
+      };
+    },
+    resetPrimary(env, userId, previousListVersion, now, options) {
+      const p = pair(env, (f, e) => f.resetPrimary(e, userId, previousListVersion, now, options));
+      return {
+        engine: new BothDevice(p.created.engine, p.second.engine, p.tee, env.crypto),
+        outputs: p.created.outputs,
+      };
+    },
+    createProvisioning(env, now, options) {
+      const { a, b, tee } = split(env);
+      tee.begin();
+      const x = first.createProvisioning(a, now, options);
+      const y = second.createProvisioning(b, now, options);
+      const draws = tee.end();
+      if (draws.first !== draws.second)
+        throw new DivergenceError('provisioning', 'draws', draws.first, draws.second);
+      compare('provisioning', 'code', x.code, y.code, env.crypto);
+      compare('provisioning', 'abstract', x.engine.abstract(), y.engine.abstract(), env.crypto);
+      return {
+        engine: new BothDevice(x.engine, y.engine, tee, env.crypto),
+        outputs: x.outputs,
+        code: x.code,
+      };
+    },
+    createServer(env) {
+      return new BothServer(first.createServer(env), second.createServer(env), env.crypto);
+    },
+  };
+}
+
+/** The factory for an engine choice (all three are available; see {@link EngineUnavailableError}). */
+export function engineFactory(choice: EngineChoice): EngineFactory {
+  switch (choice) {
+    case 'impl':
+      return implEngineFactory();
+    case 'model':
+      return modelEngineFactory();
+    case 'both':
+      return bothEngineFactory(implEngineFactory(), modelEngineFactory());
+  }
+}

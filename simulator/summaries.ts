@@ -1,0 +1,274 @@
+/**
+ * What a trace records of device inputs and outputs and of server requests and responses: kinds,
+ * message ids, sizes, counts, device ids, and the error code and rule ID of every failure. No key,
+ * no plaintext, no ciphertext byte ever appears (simulator/TRACE-FORMAT.md).
+ * @module
+ */
+import type { DeviceInput, DeviceOutput } from '../impl/device.js';
+import type { CryptoProvider } from '../spec/crypto/provider.js';
+import { toHex } from '../spec/hex.js';
+import type { ServerAbstract } from '../spec/server-abstract.js';
+import { canonicalJson } from './canonical.js';
+import type { DeviceAbstractView } from './engine.js';
+import type { ProtocolError } from '../spec/errors.js';
+import type { ServerRequest, ServerResponse } from '../spec/server-api.js';
+
+function error(e: ProtocolError): Record<string, unknown> {
+  return { code: e.code, rule: e.rule };
+}
+
+/** A device input, summarised. */
+export function summarizeInput(input: DeviceInput): Record<string, unknown> {
+  switch (input.kind) {
+    case 'user.send':
+      return {
+        kind: input.kind,
+        recipients: input.recipients,
+        content: input.content.kind,
+        size: input.content.kind === 'text' ? input.content.text.length : input.content.bytes.length,
+      };
+    case 'user.add-contact':
+      return { kind: input.kind, userId: input.link.userId };
+    case 'user.acknowledge-key-change':
+      return { kind: input.kind, userId: input.userId };
+    case 'user.link-device':
+      return { kind: input.kind };
+    case 'user.revoke-device':
+      return { kind: input.kind, deviceId: input.deviceId };
+    case 'user.download':
+      return { kind: input.kind, blobId: input.pointer.blobId, size: input.pointer.size };
+    case 'net.response':
+      return { kind: input.kind, requestId: input.requestId, response: summarizeResponse(input.response) };
+    default:
+      return { kind: input.kind };
+  }
+}
+
+/** A server request, summarised. */
+export function summarizeRequest(request: ServerRequest): Record<string, unknown> {
+  switch (request.kind) {
+    case 'send':
+      return {
+        kind: request.kind,
+        messageId: request.messageId,
+        recipient: request.recipient,
+        onlyDevice: request.onlyDevice,
+        copies: request.messages.map((m) => ({ deviceId: m.deviceId, type: m.type, size: m.bytes.length })),
+      };
+    case 'get-device-list':
+      return { kind: request.kind, userId: request.userId };
+    case 'get-bundles':
+      return { kind: request.kind, userId: request.userId, deviceIds: request.deviceIds };
+    case 'ack':
+      return { kind: request.kind, envelopeIds: request.envelopeIds };
+    case 'upload-prekeys':
+      return {
+        kind: request.kind,
+        oneTimePreKeys: request.preKeys.oneTimePreKeys.length,
+        kyberPreKeys: request.preKeys.kyberPreKeys.length,
+      };
+    case 'blob-put':
+      return { kind: request.kind, blobId: request.blobId, size: request.bytes.length };
+    case 'blob-get':
+      return { kind: request.kind, blobId: request.blobId };
+    case 'provision-put':
+      return { kind: request.kind, size: request.bytes.length };
+    default:
+      return { kind: request.kind };
+  }
+}
+
+/** A server response, summarised. */
+export function summarizeResponse(response: ServerResponse): Record<string, unknown> {
+  switch (response.kind) {
+    case 'error':
+      return { kind: response.kind, code: response.code, rule: response.rule };
+    case 'refused': {
+      const r = response.refusal;
+      return {
+        kind: response.kind,
+        refusal: r.kind,
+        ...(r.kind === 'mismatched-devices' ? { missing: r.missing, extra: r.extra } : {}),
+        ...(r.kind === 'stale-devices' ? { stale: r.stale } : {}),
+        ...(r.kind === 'mailbox-full' ? { deviceIds: r.deviceIds } : {}),
+      };
+    }
+    case 'accepted':
+      return { kind: response.kind, messageId: response.messageId, duplicate: response.duplicate };
+    case 'envelopes':
+      return {
+        kind: response.kind,
+        envelopes: response.envelopes.map((e) => ({
+          envelopeId: e.envelopeId,
+          messageId: e.messageId,
+          sender: `${e.sender.userId}.${e.sender.deviceId}`,
+          type: e.type,
+          size: e.bytes.length,
+        })),
+      };
+    case 'bundles':
+      return { kind: response.kind, deviceIds: response.bundles.map((b) => b.deviceId) };
+    case 'blob':
+    case 'provision':
+      return { kind: response.kind, size: response.bytes === null ? null : response.bytes.length };
+    default:
+      return { kind: response.kind };
+  }
+}
+
+/** A device output, summarised. */
+export function summarizeOutput(output: DeviceOutput): Record<string, unknown> {
+  switch (output.kind) {
+    case 'request':
+      return { kind: output.kind, requestId: output.requestId, request: output.request.kind };
+    case 'delivered':
+      return {
+        kind: output.kind,
+        from: `${output.from.userId}.${output.from.deviceId}`,
+        payloadId: output.payload.messageId,
+        content: output.payload.content.kind,
+      };
+    case 'sent':
+      return { kind: output.kind, messageId: output.messageId, recipient: output.recipient };
+    case 'send-failed':
+      return {
+        kind: output.kind,
+        messageId: output.messageId,
+        recipient: output.recipient,
+        error: error(output.error),
+      };
+    case 'key-change':
+      return { kind: output.kind, userId: output.userId, deviceId: output.deviceId };
+    case 'device-list-changed':
+      return {
+        kind: output.kind,
+        userId: output.userId,
+        version: output.version,
+        added: output.added,
+        removed: output.removed,
+      };
+    case 'undecryptable':
+      return {
+        kind: output.kind,
+        from: `${output.from.userId}.${output.from.deviceId}`,
+        messageId: output.messageId,
+        error: error(output.error),
+      };
+    case 'duplicate-dropped':
+      return {
+        kind: output.kind,
+        from: `${output.from.userId}.${output.from.deviceId}`,
+        messageId: output.messageId,
+      };
+    case 'resent':
+      return {
+        kind: output.kind,
+        messageId: output.messageId,
+        to: `${output.to.userId}.${output.to.deviceId}`,
+      };
+    case 'attachment':
+      return { kind: output.kind, blobId: output.pointer.blobId, size: output.bytes.length };
+    case 'attachment-failed':
+      return { kind: output.kind, blobId: output.pointer.blobId, error: error(output.error) };
+    case 'linked':
+    case 'device-linked':
+      return { kind: output.kind, address: `${output.address.userId}.${output.address.deviceId}` };
+    case 'revoked':
+      return { kind: output.kind };
+    case 'error':
+      return { kind: output.kind, context: output.context, error: error(output.error) };
+  }
+}
+
+/** An abstract state split into named parts, and what changed since the previous one. */
+export interface AbstractDelta {
+  /** 16 hex digits of SHA-256 over the canonical JSON of the whole state. */
+  readonly hash: string;
+  /** Parts that changed (`null` value: the part disappeared); `null` when nothing changed. */
+  readonly changed: Readonly<Record<string, unknown>> | null;
+  readonly parts: ReadonlyMap<string, string>;
+}
+
+const partCache = new WeakMap<object, { readonly json: string; readonly hash: string }>();
+
+function hashOf(c: CryptoProvider, text: string): string {
+  return toHex(c.sha256(new TextEncoder().encode(text)).subarray(0, 8));
+}
+
+/** Canonical JSON and hash of one part; cached per object (abstract objects are never mutated). */
+function part(c: CryptoProvider, value: unknown): { readonly json: string; readonly hash: string } {
+  if (typeof value === 'object' && value !== null) {
+    const cached = partCache.get(value);
+    if (cached !== undefined) return cached;
+    const json = canonicalJson(value, c);
+    const computed = { json, hash: hashOf(c, json) };
+    partCache.set(value, computed);
+    return computed;
+  }
+  const json = canonicalJson(value, c);
+  return { json, hash: hashOf(c, json) };
+}
+
+function delta(
+  entries: readonly (readonly [string, unknown])[],
+  previous: ReadonlyMap<string, string>,
+  c: CryptoProvider,
+): AbstractDelta {
+  const changed: Record<string, unknown> = {};
+  let any = false;
+  const next = new Map<string, string>();
+  const hashes: string[] = [];
+  for (const [key, value] of entries) {
+    const p = part(c, value);
+    next.set(key, p.hash);
+    hashes.push(`${key}=${p.hash}`);
+    if (previous.get(key) !== p.hash) {
+      changed[key] = value;
+      any = true;
+    }
+  }
+  for (const key of previous.keys())
+    if (!next.has(key)) {
+      changed[key] = null;
+      any = true;
+    }
+  return { hash: hashOf(c, hashes.join(';')), changed: any ? changed : null, parts: next };
+}
+
+/**
+ * A device's abstract state (spec/device-abstract.ts) as parts: `device` (lifecycle, address,
+ * outbox, pending requests, prekey ids, counts, own address, message record count), `trust`,
+ * `user:<id>` (the user record's stale flag) and one part per device record,
+ * `record:<user>.<device>`. Full traces record the parts that changed at each step
+ * (`abstractDelta`, a removed part as `null`); replaying the deltas in order rebuilds the state.
+ * `abstractHash` is SHA-256 over the part hashes `key=hash;…` in order (16 hex digits).
+ */
+export function abstractDelta(
+  view: DeviceAbstractView,
+  previous: ReadonlyMap<string, string>,
+  c: CryptoProvider,
+): AbstractDelta {
+  const { sesame, trust, ...device } = view;
+  const entries: (readonly [string, unknown])[] = [
+    ['device', { ...device, self: sesame.self, messageRecords: sesame.messageRecords }],
+    ['trust', trust],
+  ];
+  for (const user of sesame.users) {
+    entries.push([`user:${user.userId}`, { stale: user.stale }]);
+    for (const record of user.devices) entries.push([`record:${user.userId}.${record.deviceId}`, record]);
+  }
+  return delta(entries, previous, c);
+}
+
+/** The server's abstract state as parts: `relay` (provisioning and blob counts) and one per account. */
+export function serverAbstractDelta(
+  view: ServerAbstract,
+  previous: ReadonlyMap<string, string>,
+  c: CryptoProvider,
+): AbstractDelta {
+  const entries: (readonly [string, unknown])[] = [
+    ['relay', { provisioningEntries: view.provisioningEntries, blobs: view.blobs }],
+  ];
+  for (const account of view.accounts) entries.push([`account:${account.userId}`, account]);
+  return delta(entries, previous, c);
+}
