@@ -1214,6 +1214,13 @@ function onBundles(tx: Tx, messageId: MessageId, recipient: UserId, response: Se
     // WP-TRUST-06: a bundle must carry the identity key the (verified) list names for that device.
     if (listed === undefined || !equalBytes(listed.identityKey, bundle.identityKey)) {
       if (tx.state.options.deviceListAuth === 'signed' || listed === undefined) {
+        // The list we hold may predate a reinstall into that device id: refresh it and try again,
+        // within the bounded attempts (WP-XPORT-03); only a bundle the latest list vouches for is used.
+        if (item.attempts < MAX_SEND_ATTEMPTS) {
+          updateItem(tx, messageId, recipient, { stage: 'need-list', attempts: item.attempts + 1 });
+          requestDeviceList(tx, recipient);
+          return;
+        }
         failItem(
           tx,
           item,

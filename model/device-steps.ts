@@ -857,12 +857,19 @@ export function prepareSessionsFromBundles(f: Frame, item: ModelOutboxEntry, res
   for (const bundle of response.bundles) {
     const listed = devices.find((d) => d.deviceId === bundle.deviceId);
     if (listed === undefined || !equalBytes(listed.identityKey, bundle.identityKey)) {
-      if (f.ctx.options.deviceListAuth === 'signed' || listed === undefined)
+      if (f.ctx.options.deviceListAuth === 'signed' || listed === undefined) {
+        // WP-TRUST-06 / WP-XPORT-03: refresh a list that may predate a reinstall, bounded.
+        if (item.attempts < MAX_SEND_ATTEMPTS) {
+          patchEntry(f, item.messageId, item.recipient, { stage: 'need-list', attempts: item.attempts + 1 });
+          requestList(f, item.recipient);
+          return;
+        }
         return failEntry(
           f,
           item,
           reject('TRUST_BUNDLE_IDENTITY_MISMATCH', 'bundle identity key differs from the device list').error,
         );
+      }
     }
     const prepared = prepareSession(
       f.env,

@@ -6,4 +6,4 @@
  */
 
 /** The behaviour hash of this build's protocol sources. */
-export const BEHAVIOUR_HASH = 'f43717f6fa43aa2324f645ebbb693878bc642cb9f5ca83eddc52980ea6400a9f';
+export const BEHAVIOUR_HASH = '4615ab2e0579247638cefe510aba669d0f66e15b95613d04213908390e4d3b4b';

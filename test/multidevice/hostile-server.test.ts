@@ -303,7 +303,7 @@ describe('hostile answers to a send', () => {
 });
 
 describe('hostile answers to bundle and list requests', () => {
-  it('a bundle whose identity key differs from the list is refused (TRUST_BUNDLE_IDENTITY_MISMATCH) [WP-TRUST-06]', () => {
+  it('a bundle whose identity key differs from the list is never used: the list is fetched again and the genuine device gets the message [WP-TRUST-06] [WP-XPORT-03]', () => {
     const w = setup('hostile-bundle');
     linkDevice(w, 'bob', 'bob-3');
     // alice's next send is refused (bob-3 missing), then she asks for bob-3's bundle: we answer it.
@@ -320,19 +320,44 @@ describe('hostile answers to bundle and list requests', () => {
       kind: 'bundles',
       bundles: honest.bundles.map((b) => ({ ...b, identityKey: impostor })),
     };
-    const sentBefore = sendRequestsOf(w, 'alice').length;
+    const listsBefore = w.serverLog.filter(
+      (e) => e.device === 'alice' && e.request.kind === 'get-device-list',
+    ).length;
     respond(w, 'alice', pending.requestId, swapped);
-    expect(sendFailures(w, 'alice')).toEqual(['TRUST_BUNDLE_IDENTITY_MISMATCH']);
-    expect(sendRequestsOf(w, 'alice').slice(sentBefore)).toEqual([]);
-    expect(texts(w, 'bob-3')).toEqual([]);
+    // The swapped bundle was discarded: alice asked for the list again, then for honest bundles.
+    expect(
+      w.serverLog.filter((e) => e.device === 'alice' && e.request.kind === 'get-device-list').length,
+    ).toBeGreaterThan(listsBefore);
+    expect(sendFailures(w, 'alice')).toEqual([]);
+    sync(w);
+    expect(texts(w, 'bob-3')).toEqual(['not to an impostor']);
     expectStillTalks(w, 'alice', 'bob', 'after bundle swap');
-    expect(texts(w, 'bob-3')).toEqual([
-      'after bundle swap: alice → bob',
-      '→alice: after bundle swap: bob → alice',
-    ]);
   });
 
-  it('a bundle for a device the list does not name is refused [WP-TRUST-06]', () => {
+  it('a server that keeps swapping identity keys in bundles makes the send fail, typed, after the bounded attempts (TRUST_BUNDLE_IDENTITY_MISMATCH) [WP-TRUST-06] [WP-XPORT-03]', () => {
+    const w = setup('hostile-bundle-always');
+    linkDevice(w, 'bob', 'bob-3');
+    const release = holdRequests(w, 'alice', 'get-bundles');
+    sendQueued(w, 'alice', ['bob'], 'never to an impostor');
+    run(w);
+    const impostor = device(w, 'bob').prekeys.identityKeyPair.publicKey;
+    for (let round = 0; round < 20 && sendFailures(w, 'alice').length === 0; round++) {
+      const pending = pendingOf(w, 'alice', 'get-bundles')[0];
+      if (pending === undefined) break;
+      const honest = answerHonestly(w, 'alice', pending.request);
+      if (honest.kind !== 'bundles') throw new Error('no bundles');
+      respond(w, 'alice', pending.requestId, {
+        kind: 'bundles',
+        bundles: honest.bundles.map((b) => ({ ...b, identityKey: impostor })),
+      });
+    }
+    release();
+    expect(sendFailures(w, 'alice')).toEqual(['TRUST_BUNDLE_IDENTITY_MISMATCH']);
+    expect(texts(w, 'bob-3')).toEqual([]);
+    expectStillTalks(w, 'alice', 'bob', 'after repeated bundle swaps');
+  });
+
+  it('a bundle for a device the list does not name is never used; the send goes to the listed devices [WP-TRUST-06]', () => {
     const w = setup('hostile-bundle-unlisted');
     linkDevice(w, 'bob', 'bob-3');
     const release = holdRequests(w, 'alice', 'get-bundles');
@@ -347,7 +372,9 @@ describe('hostile answers to bundle and list requests', () => {
       kind: 'bundles',
       bundles: honest.bundles.map((b) => ({ ...b, deviceId: 9 })),
     });
-    expect(sendFailures(w, 'alice')).toEqual(['TRUST_BUNDLE_IDENTITY_MISMATCH']);
+    expect(sendFailures(w, 'alice')).toEqual([]);
+    sync(w);
+    expect(texts(w, 'bob-3')).toEqual(['to listed devices only']);
     expectStillTalks(w, 'alice', 'bob', 'after unlisted bundle');
   });
 
