@@ -7,6 +7,7 @@ export default defineConfig({
       'impl/**/*.test.ts',
       'model/**/*.test.ts',
       'simulator/**/*.test.ts',
+      'cli/**/*.test.ts',
       'vectors/**/*.test.ts',
       'test/**/*.test.ts',
       'tools/**/*.test.ts',

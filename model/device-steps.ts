@@ -10,6 +10,7 @@
  * @module
  */
 import { decryptAttachment, encryptAttachment, type AttachmentPointer } from '../spec/attachment.js';
+import { planted } from '../spec/bugs.js';
 import { equalBytes } from '../spec/bytes.js';
 import { MAX_DEVICES_PER_ACCOUNT, MAX_SEND_ATTEMPTS } from '../spec/constants.js';
 import { checkContactLink, type ContactLink } from '../spec/contact-link.js';
@@ -521,6 +522,8 @@ export function acceptServedList(f: Frame, userId: UserId, signed: SignedDeviceL
   say(f, { kind: 'device-list-changed', userId, version: list.version, added, removed });
   for (const deviceId of removed) {
     if (userId === f.ctx.userId && deviceId === f.ctx.deviceId) continue;
+    // Planted bug (simulator self-test only): `ignore-device-removal` keeps removed devices current.
+    if (planted(f.env.bugs, 'ignore-device-removal')) continue;
     f.ctx = { ...f.ctx, sesame: markDeviceRecordStale(f.ctx.sesame, userId, deviceId, f.now) };
   }
   // WP-LIFE-04: our own account's list no longer names us.
@@ -676,6 +679,15 @@ export function queueUserMessage(f: Frame, recipients: readonly UserId[], conten
     const { blob, pointer } = encryptAttachment(f.env.crypto, f.env.rng, content.bytes, content.contentType);
     blobId = pointer.blobId;
     issueRequest(f, { kind: 'blob-put', blobId }, { kind: 'blob-put', blobId, bytes: blob });
+    // Planted bug (simulator self-test only): `server-keeps-plaintext` also uploads the plaintext.
+    if (planted(f.env.bugs, 'server-keeps-plaintext')) {
+      const plainId = toHex(f.env.crypto.sha256(content.bytes));
+      issueRequest(
+        f,
+        { kind: 'blob-put', blobId: plainId },
+        { kind: 'blob-put', blobId: plainId, bytes: content.bytes },
+      );
+    }
     payloadContent = { kind: 'attachment', pointer, caption: content.caption };
   } else payloadContent = { kind: 'text', text: content.text };
   for (const recipient of recipients.filter((r, i) => recipients.indexOf(r) === i)) {
@@ -1168,6 +1180,28 @@ export function sendProvisionMessage(
     { kind: 'provision-put', address: purpose.code.relayAddress, bytes: envelope },
   );
   say(f, { kind: 'device-linked', address: { userId: f.ctx.userId, deviceId: purpose.deviceId } });
+  // Planted bug (simulator self-test only): `history-to-new-device` queues every recorded payload to
+  // the own account again (so to the new device too), sent on the next resend timer.
+  if (planted(f.env.bugs, 'history-to-new-device')) {
+    const payloads = new Map(f.ctx.sesame.messageRecords.map((r) => [r.messageId, r.plaintext]));
+    const history: ModelOutboxEntry[] = [...payloads.values()].map((plaintext) => ({
+      messageId: drawMessageId(f),
+      recipient: f.ctx.userId,
+      kind: 'message',
+      plaintext,
+      onlyDevice: null,
+      needNewSession: false,
+      stage: 'mailbox-full',
+      attempts: 0,
+      blobId: null,
+      recordBefore: null,
+      recordCaptured: false,
+      syncCopy: null,
+      replacesMessageId: null,
+      sessionsUsed: [],
+    }));
+    f.ctx = { ...f.ctx, outbox: [...f.ctx.outbox, ...history] };
+  }
 }
 
 /** WP-LIFE-04: a device id the primary may revoke (another device of the current list). */
@@ -1272,7 +1306,14 @@ export function acknowledge(f: Frame, envelopeIds: readonly number[]): void {
 export function finishFetch(f: Frame, acked: readonly number[]): void {
   acknowledge(f, acked);
   if (f.ctx.parked.length === 0)
-    f.ctx = { ...f.ctx, lastFullDrainAt: f.now, sesame: dropExpiredStaleRecords(f.ctx.sesame, f.now, f.now) };
+    // Planted bug (simulator self-test only): `never-clean-stale` skips the cleanup.
+    f.ctx = {
+      ...f.ctx,
+      lastFullDrainAt: f.now,
+      sesame: planted(f.env.bugs, 'never-clean-stale')
+        ? f.ctx.sesame
+        : dropExpiredStaleRecords(f.ctx.sesame, f.now, f.now),
+    };
   replenishPreKeys(f);
 }
 

@@ -34,6 +34,7 @@
  */
 import { and, createActor, enqueueActions, not, setup, type Actor } from 'xstate';
 import type { AttachmentPointer } from '../spec/attachment.js';
+import { planted } from '../spec/bugs.js';
 import { equalBytes } from '../spec/bytes.js';
 import { MAX_SEND_ATTEMPTS } from '../spec/constants.js';
 import type { ContactLink } from '../spec/contact-link.js';
@@ -405,6 +406,8 @@ export function createDeviceMachine(env: Env) {
       payloadDecodes: ({ context }) => context.inFlight?.payload?.ok === true,
       payloadAlreadySeen: ({ context }) => {
         const payload = context.inFlight?.payload;
+        // Planted bug (simulator self-test only): `deliver-twice` forgets which payloads were shown.
+        if (planted(env.bugs, 'deliver-twice')) return false;
         return payload?.ok === true && context.seen.includes(payload.value.messageId);
       },
       syncCopyFromOtherAccount: ({ context }) => {

@@ -6,4 +6,4 @@
  */
 
 /** The behaviour hash of this build's protocol sources. */
-export const BEHAVIOUR_HASH = '4615ab2e0579247638cefe510aba669d0f66e15b95613d04213908390e4d3b4b';
+export const BEHAVIOUR_HASH = 'de8af9c14daaff8f247e073c400f69da02587d31577c26a55fa6a543b0b22e75';

@@ -16,7 +16,8 @@ export const PLANTED_BUGS = Object.freeze({
   'never-clean-stale': 'stale records are never deleted (stale-cleanup liveness property)',
   'server-drops-message': 'the server loses an accepted message (exactly-once delivery invariant)',
   'server-keeps-plaintext': 'the server stores a plaintext copy (server-sees-no-plaintext invariant)',
-  'history-to-new-device': 'a newly linked device receives messages sent before it was linked (no-history invariant)',
+  'history-to-new-device':
+    'a newly linked device receives messages sent before it was linked (no-history invariant)',
 } as const);
 
 /** A planted bug's name. */
