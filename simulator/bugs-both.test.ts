@@ -40,8 +40,11 @@ describe('planted bugs under --engine both', () => {
     const run = process.env['LOCKSTEP_FULL'] || QUICK.has(bug) ? it : it.skip;
     run(`${bug} is caught by ${property.name}, not by a divergence, with both engines running`, () => {
       const spec = RUNS[bug];
+      // rollback-recovery is about rolled-back devices: its run needs a rollback fault.
+      const rollback =
+        property.name === 'rollback-recovery' ? { faults: { ...smokeFaults, rollback: 1 } } : {};
       const config = {
-        ...presetConfig(spec.preset, 1, { ...spec.options, bugs: [bug] }),
+        ...presetConfig(spec.preset, 1, { ...spec.options, ...rollback, bugs: [bug] }),
         engine: 'both' as const,
       };
       const result = runSimulation(config, { crypto: nodeProvider });
