@@ -637,7 +637,13 @@ function onResponse(tx: Tx, requestId: number, response: ServerResponse): void {
       onDeviceList(tx, purpose.userId, response);
       return;
     case 'bundles':
-      onBundles(tx, purpose.messageId, purpose.recipient, response);
+      onBundles(
+        tx,
+        purpose.messageId,
+        purpose.recipient,
+        response,
+        pending.request.kind === 'get-bundles' ? pending.request.deviceIds : [],
+      );
       return;
     case 'send':
       onSendResponse(tx, purpose.messageId, purpose.recipient, response);
@@ -1188,7 +1194,13 @@ function sendSingle(tx: Tx, item: OutboxItem): void {
   );
 }
 
-function onBundles(tx: Tx, messageId: MessageId, recipient: UserId, response: ServerResponse): void {
+function onBundles(
+  tx: Tx,
+  messageId: MessageId,
+  recipient: UserId,
+  response: ServerResponse,
+  requested: readonly DeviceId[],
+): void {
   const item = findItem(tx.state, messageId, recipient);
   if (item === undefined) return;
   if (response.kind !== 'bundles') {
@@ -1239,6 +1251,14 @@ function onBundles(tx: Tx, messageId: MessageId, recipient: UserId, response: Se
     sesame = prepared.value.state;
     if (prepared.value.keyChanged)
       emit(tx, { kind: 'key-change', userId: recipient, deviceId: bundle.deviceId });
+  }
+  // WP-SRV-12 / WP-SES-11: a listed device the server has no bundle for has not registered yet
+  // (it is being linked): it is left out of this send, as a stale record, until the server reports
+  // it missing from a send — then its record is renewed and its bundle fetched (WP-SES-07).
+  for (const deviceId of requested) {
+    if (!response.bundles.some((b) => b.deviceId === deviceId)) {
+      sesame = markDeviceStale(sesame, recipient, deviceId, tx.now);
+    }
   }
   tx.state = { ...tx.state, sesame };
   updateItem(tx, messageId, recipient, { stage: 'ready', needNewSession: false });

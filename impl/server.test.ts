@@ -890,6 +890,61 @@ describe('prekey directory', () => {
     expectError(WORLD, { kind: 'get-bundles', userId: 'bob', deviceIds: [1, 3] }, 'SERVER_UNKNOWN_DEVICE');
   });
 
+  it('leaves out a listed device that has not registered, consuming nothing for it [WP-SRV-12] [WP-SRV-13]', () => {
+    const b3 = newDevice('bob', 3);
+    const listed = ok(WORLD, {
+      kind: 'update-device-list',
+      device: b1.address,
+      deviceList: signList(bob, 3, [b1, b2, b3]),
+    });
+    // Only bob.3 requested: an empty answer, and the state is the very same object.
+    const alone = bundlesOf(listed, 'bob', [3]);
+    expect(alone.response).toEqual({ kind: 'bundles', bundles: [] });
+    expect(alone.state).toBe(listed);
+    // With registered devices: their bundles, in request order, bob.3 left out.
+    const mixed = bundlesOf(listed, 'bob', [2, 3, 1]);
+    expect(mixed.response).toMatchObject({
+      kind: 'bundles',
+      bundles: [
+        { deviceId: 2, preKeyId: 1, kyberPreKeyId: 1 },
+        { deviceId: 1, preKeyId: 1, kyberPreKeyId: 1 },
+      ],
+    });
+    if (mixed.response.kind !== 'bundles') throw new Error('bundles');
+    expect(mixed.response.bundles).toHaveLength(2);
+    // The client skips bob.3 and its send succeeds; bob.3's prekeys were not touched.
+    let state = ok(mixed.state, sendRequest(a1, 'bob', messageId(1), [b1, b2]));
+    state = ok(state, registerDeviceRequest(b3, bob));
+    expect(expectRefusal(state, sendRequest(a1, 'bob', messageId(2), [b1, b2]))).toMatchObject({
+      kind: 'mismatched-devices',
+      missing: [3],
+    });
+    expect(bundlesOf(state, 'bob', [3]).response).toMatchObject({
+      kind: 'bundles',
+      bundles: [{ deviceId: 3, preKeyId: 1, kyberPreKeyId: 1 }],
+    });
+  });
+
+  it('refuses a device the list does not name, even beside a listed unregistered one, consuming nothing [WP-SRV-12] [WP-SRV-13]', () => {
+    const b3 = newDevice('bob', 3);
+    const listed = ok(WORLD, {
+      kind: 'update-device-list',
+      device: b1.address,
+      deviceList: signList(bob, 3, [b1, b2, b3]),
+    });
+    const refused = expectError(
+      listed,
+      { kind: 'get-bundles', userId: 'bob', deviceIds: [1, 3, 4] },
+      'SERVER_UNKNOWN_DEVICE',
+    );
+    expect(refused.response).toMatchObject({ message: 'device 4 is not registered' });
+    // Device 1's one-time prekeys are still all there.
+    expect(bundlesOf(listed, 'bob', [1]).response).toMatchObject({
+      kind: 'bundles',
+      bundles: [{ deviceId: 1, preKeyId: 1, kyberPreKeyId: 1 }],
+    });
+  });
+
   it('hands out a one-time Kyber prekey once, then keeps serving the last resort [WP-SRV-14]', () => {
     const first = bundlesOf(WORLD, 'bob', [1]);
     expect(first.response).toMatchObject({ kind: 'bundles', bundles: [{ kyberPreKeyId: 1 }] });

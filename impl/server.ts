@@ -881,7 +881,10 @@ function getDeviceList(state: ServerState, request: Request<'get-device-list'>):
 // Bundles (WP-SRV-13, WP-SRV-14)
 // ---------------------------------------------------------------------------------------------
 
-/** get-bundles: one bundle per requested current device, consuming one-time keys. */
+/**
+ * get-bundles: one bundle per requested current device, in request order, consuming one-time
+ * keys; a listed device that has not registered is left out (WP-SRV-12).
+ */
 function getBundles(state: ServerState, request: Request<'get-bundles'>): ServerStep {
   const { userId, deviceIds } = request;
   if (!isValidUserId(userId)) return fail(state, 'SERVER_MALFORMED_REQUEST', 'userId is not valid');
@@ -892,13 +895,22 @@ function getBundles(state: ServerState, request: Request<'get-bundles'>): Server
   if (hasDuplicates(deviceIds)) return fail(state, 'SERVER_MALFORMED_REQUEST', 'deviceIds repeat');
   const account = lookup(state.accounts, userId);
   if (account === undefined) return fail(state, 'SERVER_UNKNOWN_USER', 'no such account');
+  // WP-SRV-12: a requested device the current list does not name fails the whole request, and
+  // nothing is consumed.
+  const listed = new Set(account.deviceList.devices.map((entry) => entry.deviceId));
+  const unlisted = deviceIds.find((deviceId) => !listed.has(deviceId));
+  if (unlisted !== undefined)
+    return fail(state, 'SERVER_UNKNOWN_DEVICE', `device ${unlisted} is not registered`);
   let devices = account.devices;
   const bundles: PreKeyBundle[] = [];
   for (const deviceId of deviceIds) {
     const device = lookup(devices, deviceKey(deviceId));
-    // WP-SRV-12: bundles only for current devices; nothing is consumed if any id is unknown.
-    if (device === undefined)
-      return fail(state, 'SERVER_UNKNOWN_DEVICE', `device ${deviceId} is not registered`);
+    // WP-SRV-12: a listed device that has not registered yet (one being linked) is left out, and
+    // nothing is consumed for it. A client holding the new list can then still send to the
+    // account's registered devices: it skips the absent device, and the send check does not
+    // expect unregistered devices (WP-SRV-16); once the device registers, the next send is
+    // refused as missing it and the client fetches its bundle.
+    if (device === undefined) continue;
     const { signedPreKey, oneTimePreKeys, kyberPreKeys, lastResortKyberPreKey } = device.preKeys;
     // WP-SRV-13: at most one one-time EC prekey, handed out once and deleted (X3DH §3.3); none
     // left means a bundle without one.

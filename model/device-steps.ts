@@ -858,7 +858,12 @@ export function bundlesMatchList(ctx: DeviceContext, recipient: UserId, response
  * WP-SES-03 PrepEncrypt for each bundle, in order, then the send moves on. A bundle that fails a
  * check, or whose identity the list does not vouch for (WP-TRUST-06), fails the send.
  */
-export function prepareSessionsFromBundles(f: Frame, item: ModelOutboxEntry, response: ServerResponse): void {
+export function prepareSessionsFromBundles(
+  f: Frame,
+  item: ModelOutboxEntry,
+  response: ServerResponse,
+  requested: readonly DeviceId[],
+): void {
   if (response.kind !== 'bundles') return;
   const devices = listedEntries(f.ctx, item.recipient) ?? [];
   const ours = {
@@ -895,6 +900,12 @@ export function prepareSessionsFromBundles(f: Frame, item: ModelOutboxEntry, res
     sesame = prepared.value.sesame;
     if (prepared.value.keyChanged)
       say(f, { kind: 'key-change', userId: item.recipient, deviceId: bundle.deviceId });
+  }
+  // WP-SRV-12 / WP-SES-11: a listed device without a bundle has not registered yet: it sits this
+  // send out as a stale record until a send refusal names it missing.
+  for (const deviceId of requested) {
+    if (!response.bundles.some((b) => b.deviceId === deviceId))
+      sesame = markDeviceRecordStale(sesame, item.recipient, deviceId, f.now);
   }
   f.ctx = { ...f.ctx, sesame };
   patchEntry(f, item.messageId, item.recipient, { stage: 'ready', needNewSession: false });
@@ -1045,11 +1056,16 @@ export function answerSend(f: Frame, purpose: ModelPurpose, response: ServerResp
 }
 
 /** A bundles answer (as {@link answerSend}). */
-export function answerBundles(f: Frame, purpose: ModelPurpose, response: ServerResponse): void {
-  const item = entryForPurpose(f.ctx, purpose);
+export function answerBundles(f: Frame, pending: ModelPending, response: ServerResponse): void {
+  const item = entryForPurpose(f.ctx, pending.purpose);
   if (item === undefined) return;
   if (response.kind !== 'bundles') return retryListAfterBundleFailure(f, item, response);
-  prepareSessionsFromBundles(f, item, response);
+  prepareSessionsFromBundles(
+    f,
+    item,
+    response,
+    pending.request.kind === 'get-bundles' ? pending.request.deviceIds : [],
+  );
 }
 
 /** WP-ATT: sends waiting for their attachment's upload move on, or fail with the server's error. */
@@ -1351,7 +1367,7 @@ export function answerWhileNotLinked(f: Frame, pending: ModelPending, response: 
       advanceSendsAwaitingList(f, purpose.userId);
       return;
     case 'bundles':
-      return answerBundles(f, purpose, response);
+      return answerBundles(f, pending, response);
     case 'send':
       return answerSend(f, purpose, response);
     case 'fetch':

@@ -48,7 +48,7 @@ import { PRIMARY_DEVICE_ID, type DeviceId, type UserId } from '../spec/identity.
 import { fingerprint, generateKeyPair } from '../spec/keys.js';
 import { decodePayload } from '../spec/payload.js';
 import { RELAY_ADDRESS_BYTES, relayAddressFromBytes, type ProvisioningCode } from '../spec/provisioning.js';
-import type { Envelope, ServerResponse } from '../spec/server-api.js';
+import type { Envelope, ServerRequest, ServerResponse } from '../spec/server-api.js';
 import type {
   DeviceContext,
   DeviceEvent,
@@ -229,6 +229,11 @@ export const RULES: Readonly<Record<string, readonly WhitepaperRuleId[]>> = Obje
   finishFetch: ['WP-SES-11', 'WP-LIFE-06'],
   finishParkedDrain: ['WP-TRUST-05', 'WP-LIFE-06'],
 });
+
+/** The device ids a pending get-bundles request asked for. */
+function requestedBundleIds(pending: { readonly request: ServerRequest }): readonly DeviceId[] {
+  return pending.request.kind === 'get-bundles' ? pending.request.deviceIds : [];
+}
 
 /** The time an event happens (machine-internal init events carry none). */
 function nowOf(event: { readonly type: string }, fallback: number): number {
@@ -553,13 +558,13 @@ export function createDeviceMachine(env: Env) {
       }),
       prepareSessionsFromBundles: answer((f, pending, response) => {
         const item = entryForPurpose(f.ctx, pending.purpose);
-        if (item !== undefined) prepareSessionsFromBundles(f, item, response);
+        if (item !== undefined) prepareSessionsFromBundles(f, item, response, requestedBundleIds(pending));
       }),
       rejectMismatchedBundles: answer((f, pending, response) => {
         // The same walk as prepareSessionsFromBundles: bundles before the first mismatch are
         // prepared (their draws happen), then the send fails and its record changes are discarded.
         const item = entryForPurpose(f.ctx, pending.purpose);
-        if (item !== undefined) prepareSessionsFromBundles(f, item, response);
+        if (item !== undefined) prepareSessionsFromBundles(f, item, response, requestedBundleIds(pending));
       }),
       retryListAfterBundleFailure: answer((f, pending, response) => {
         const item = entryForPurpose(f.ctx, pending.purpose);

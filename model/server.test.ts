@@ -815,6 +815,55 @@ describe('prekeys and bundles', () => {
     expect(deviceAbstract(other, a1.address)?.oneTimePreKeys).toBe(2);
   });
 
+  it('leaves out a listed device that has not registered, consuming nothing for it [WP-SRV-12] [WP-SRV-13]', () => {
+    const runner = world();
+    const b3 = newDevice('bob', 3);
+    expectOk(runner, {
+      kind: 'update-device-list',
+      device: b1.address,
+      deviceList: signList(bob, 3, [b1, b2, b3]),
+    });
+    const before = accountAbstract(runner, 'bob');
+    // Only bob.3 requested: an empty answer, and nothing changes.
+    expect(bundles(runner, 'bob', [3])).toEqual([]);
+    expect(accountAbstract(runner, 'bob')).toEqual(before);
+    // With registered devices: their bundles, in request order, bob.3 left out.
+    const mixed = bundles(runner, 'bob', [2, 3, 1]);
+    expect(mixed.map((b) => [b.deviceId, b.preKeyId, b.kyberPreKeyId])).toEqual([
+      [2, 1, 1],
+      [1, 1, 1],
+    ]);
+    // The client skips bob.3 and its send succeeds; once bob.3 registers, the next send misses it.
+    expectOk(runner, send(a1, 'bob', 1, [b1, b2]));
+    expectOk(runner, registerDevice(b3, bob));
+    expect(expectRefusal(runner, send(a1, 'bob', 2, [b1, b2]))).toMatchObject({
+      kind: 'mismatched-devices',
+      missing: [3],
+    });
+    // bob.3's prekeys were untouched: its bundle carries its first one-time keys.
+    expect(bundles(runner, 'bob', [3]).map((b) => [b.deviceId, b.preKeyId, b.kyberPreKeyId])).toEqual([
+      [3, 1, 1],
+    ]);
+  });
+
+  it('refuses a device the list does not name, even beside a listed unregistered one, consuming nothing [WP-SRV-12] [WP-SRV-13]', () => {
+    const runner = world();
+    const b3 = newDevice('bob', 3);
+    expectOk(runner, {
+      kind: 'update-device-list',
+      device: b1.address,
+      deviceList: signList(bob, 3, [b1, b2, b3]),
+    });
+    const message = expectError(
+      runner,
+      { kind: 'get-bundles', userId: 'bob', deviceIds: [1, 3, 4] },
+      'SERVER_UNKNOWN_DEVICE',
+    );
+    expect(message).toBe('device 4 is not registered');
+    expect(deviceAbstract(runner, b1.address)?.oneTimePreKeys).toBe(2);
+    expect(bundles(runner, 'bob', [1])[0]).toMatchObject({ deviceId: 1, preKeyId: 1, kyberPreKeyId: 1 });
+  });
+
   it('hands out a one-time Kyber prekey once, then the last resort, which is kept [WP-SRV-14]', () => {
     const runner = world();
     const kyberIds = [1, 2, 3].map(() => bundles(runner, 'bob', [2])[0]?.kyberPreKeyId);

@@ -345,6 +345,23 @@ function requestedDeviceIds(context: ServerMachineContext): readonly unknown[] {
   return Array.isArray(deviceIds) ? deviceIds : [];
 }
 
+/**
+ * The requested devices that are registered, in request order (after `requestedDevicesAllListed`).
+ * WP-SRV-12: a listed device that has not registered yet (one being linked) gets no bundle.
+ */
+function requestedRegisteredDeviceIds(context: ServerMachineContext): DeviceId[] {
+  const account = requestedAccount(context);
+  return requestedDeviceIds(context).filter(
+    (deviceId): deviceId is DeviceId =>
+      isValidDeviceId(deviceId) && registeredOf(account, deviceId) !== undefined,
+  );
+}
+
+/** Whether the account's current signed list names this device id. */
+function isListedIn(account: ModelAccount, deviceId: unknown): boolean {
+  return isValidDeviceId(deviceId) && account.deviceList.devices.some((entry) => entry.deviceId === deviceId);
+}
+
 /** The account's current devices: listed AND registered, ascending (WP-SRV-12). */
 function currentDeviceIdsOf(account: ModelAccount): DeviceId[] {
   return account.deviceList.devices
@@ -668,7 +685,7 @@ type DetailName =
   | 'signedPreKeyDecodeError'
   | 'oneTimePreKeyDecodeError'
   | 'kyberPreKeyDecodeError'
-  | 'firstDeviceNotCurrent';
+  | 'firstDeviceNotListed';
 
 function detailOf(context: ServerMachineContext, name: DetailName): string {
   switch (name) {
@@ -686,10 +703,10 @@ function detailOf(context: ServerMachineContext, name: DetailName): string {
       return firstDecodeError(requireShapedUpload(context).oneTimePreKeys, decodeEcPublicKey);
     case 'kyberPreKeyDecodeError':
       return firstDecodeError(requireShapedUpload(context).kyberPreKeys, decodeKemPublicKey);
-    case 'firstDeviceNotCurrent': {
+    case 'firstDeviceNotListed': {
       const account = requestedAccount(context);
       for (const deviceId of requestedDeviceIds(context)) {
-        if (!isValidDeviceId(deviceId) || registeredOf(account, deviceId) === undefined) return `${deviceId}`;
+        if (!isListedIn(account, deviceId)) return `${deviceId}`;
       }
       return '';
     }
@@ -770,7 +787,7 @@ export const RULES: Readonly<Record<string, readonly WhitepaperRuleId[]>> = Obje
   // Guards: bundles.
   requestedDeviceIdsWellFormed: ['WP-SRV-01'],
   requestedDeviceIdsDistinct: ['WP-SRV-01', 'WP-SRV-13'],
-  requestedDevicesAllCurrent: ['WP-SRV-12', 'WP-SRV-13'],
+  requestedDevicesAllListed: ['WP-SRV-12', 'WP-SRV-13'],
   // Guards: sends.
   messageIdWellFormed: ['WP-SRV-01'],
   recipientIdWellFormed: ['WP-SRV-01'],
@@ -1325,12 +1342,11 @@ export function createServerMachine(env: ServerMachineEnv) {
       },
       // A repeated id would take two one-time prekeys of one device in one request.
       requestedDeviceIdsDistinct: ({ context }) => !hasDuplicates(requestedDeviceIds(context)),
-      requestedDevicesAllCurrent: ({ context }) => {
+      // WP-SRV-12: every requested device must be named by the current list; one that is listed but
+      // not registered yet is left out of the answer (see `requestedRegisteredDeviceIds`).
+      requestedDevicesAllListed: ({ context }) => {
         const account = requestedAccount(context);
-        return everyElement(
-          requestedDeviceIds(context),
-          (deviceId) => isValidDeviceId(deviceId) && registeredOf(account, deviceId) !== undefined,
-        );
+        return everyElement(requestedDeviceIds(context), (deviceId) => isListedIn(account, deviceId));
       },
 
       // ---- sends (WP-SRV-15 … WP-SRV-21)
@@ -1548,8 +1564,8 @@ export function createServerMachine(env: ServerMachineEnv) {
         const userId = requestedUserId(context);
         let account = requestedAccount(context);
         const handedOut: (ModelPreKey | null)[] = [];
-        for (const deviceId of requestedDeviceIds(context)) {
-          const device = isValidDeviceId(deviceId) ? registeredOf(account, deviceId) : undefined;
+        for (const deviceId of requestedRegisteredDeviceIds(context)) {
+          const device = registeredOf(account, deviceId);
           if (device === undefined) throw new InvariantError('the requested devices were checked');
           // WP-SRV-13: the oldest one-time prekey, handed out once and deleted (X3DH §3.3).
           const [first, ...rest] = device.oneTimePreKeys;
@@ -1571,8 +1587,8 @@ export function createServerMachine(env: ServerMachineEnv) {
         const userId = requestedUserId(context);
         let account = requestedAccount(context);
         const handedOut: ModelSignedPreKey[] = [];
-        for (const deviceId of requestedDeviceIds(context)) {
-          const device = isValidDeviceId(deviceId) ? registeredOf(account, deviceId) : undefined;
+        for (const deviceId of requestedRegisteredDeviceIds(context)) {
+          const device = registeredOf(account, deviceId);
           if (device === undefined) throw new InvariantError('the requested devices were checked');
           // WP-SRV-14: a one-time Kyber prekey (deleted) if any, else the last resort (kept).
           const [first, ...rest] = device.oneTimeKyberPreKeys;
@@ -1594,16 +1610,13 @@ export function createServerMachine(env: ServerMachineEnv) {
         const account = requestedAccount(context);
         const preKeys = context.work.handedOutPreKeys ?? [];
         const kyberPreKeys = context.work.handedOutKyberPreKeys ?? [];
-        const bundles: PreKeyBundle[] = requestedDeviceIds(context).map((deviceId, index) => {
-          const device = isValidDeviceId(deviceId) ? registeredOf(account, deviceId) : undefined;
+        // WP-SRV-12: a listed device that has not registered yet is left out; the rest keep request
+        // order.
+        const bundles: PreKeyBundle[] = requestedRegisteredDeviceIds(context).map((deviceId, index) => {
+          const device = registeredOf(account, deviceId);
           const preKey = preKeys[index];
           const kyber = kyberPreKeys[index];
-          if (
-            !isValidDeviceId(deviceId) ||
-            device === undefined ||
-            preKey === undefined ||
-            kyber === undefined
-          ) {
+          if (device === undefined || preKey === undefined || kyber === undefined) {
             throw new InvariantError('every requested device had its prekeys handed out');
           }
           return {
@@ -1937,7 +1950,9 @@ export function createServerMachine(env: ServerMachineEnv) {
         },
       },
 
-      // WP-SRV-12, -13, -14: bundles for current devices, handing out one-time prekeys once.
+      // WP-SRV-12, -13, -14: bundles for current devices, handing out one-time prekeys once. A device
+      // the list does not name fails the whole request; a listed device that has not registered yet
+      // is left out, so a client holding the new list can still send to the registered devices.
       getBundles: {
         initial: 'checkUserId',
         states: {
@@ -1956,11 +1971,11 @@ export function createServerMachine(env: ServerMachineEnv) {
             'no such account',
           ),
           checkCurrent: check(
-            'requestedDevicesAllCurrent',
+            'requestedDevicesAllListed',
             'handOut',
             'SERVER_UNKNOWN_DEVICE',
             'device {detail} is not registered',
-            'firstDeviceNotCurrent',
+            'firstDeviceNotListed',
           ),
           handOut: {
             always: {

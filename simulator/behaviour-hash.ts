@@ -6,4 +6,4 @@
  */
 
 /** The behaviour hash of this build's protocol sources. */
-export const BEHAVIOUR_HASH = 'de8af9c14daaff8f247e073c400f69da02587d31577c26a55fa6a543b0b22e75';
+export const BEHAVIOUR_HASH = '1369a48fdb986bc29169dc935c152dc545717b6e22e57b69c92237090669c96c';
