@@ -174,6 +174,36 @@ describe('linking a device mid-conversation', () => {
   });
 });
 
+describe('a device listed but not yet registered', () => {
+  it('does not block sends to its account: the registered devices get the message, the new one gets only later ones [WP-SRV-12] [WP-LIFE-03] [WP-SES-07]', () => {
+    const w = createWorld('linking-window');
+    createUser(w, 'alice');
+    createUser(w, 'bob', 1);
+    addContact(w, 'alice', 'bob');
+    addContact(w, 'bob', 'alice');
+    // bob's primary lists a new tablet, but the tablet has not read the relay or registered yet.
+    const created = createProvisioningDevice(w.env, w.now);
+    w.devices.set('bob-tablet', created.state);
+    input(w, 'bob', { kind: 'user.link-device', code: created.code });
+    run(w);
+    send(w, 'alice', ['bob'], 'during the linking window');
+    sync(w);
+    expect(outputsOfKind(w, 'alice', 'send-failed')).toEqual([]);
+    expect(texts(w, 'bob')).toContain('during the linking window');
+    expect(texts(w, 'bob-2')).toContain('during the linking window');
+    // The tablet registers; alice's next send is refused as missing it, then reaches it too.
+    input(w, 'bob-tablet', { kind: 'timer.poll-provisioning' });
+    run(w);
+    expect(device(w, 'bob-tablet').lifecycle.kind).toBe('linked');
+    send(w, 'alice', ['bob'], 'after the tablet registered');
+    sync(w);
+    expect(outputsOfKind(w, 'alice', 'send-failed')).toEqual([]);
+    expect(texts(w, 'bob-tablet')).toEqual(['after the tablet registered']);
+    expect(texts(w, 'bob')).toContain('after the tablet registered');
+    expectNoUndecryptable(w);
+  });
+});
+
 describe('revocation', () => {
   it('a revoked device reads nothing sent afterwards, and the server drops its mailbox [WP-LIFE-04]', () => {
     const w = createWorld('revoke');
