@@ -1350,8 +1350,8 @@ describe('fetch and ack', () => {
 describe('provisioning relay', () => {
   const address = 'provisioning-address-0001';
 
-  it('relays one message per address, handed out once [WP-SRV-23]', () => {
-    let state = ok(emptyServerState(), { kind: 'provision-put', address, bytes: text('encrypted link') });
+  it('relays one message per address and hands it out again on every get until the TTL [WP-SRV-23]', () => {
+    const state = ok(emptyServerState(), { kind: 'provision-put', address, bytes: text('encrypted link') });
     // An identical retry is ok; a different message cannot replace it.
     expect(step(state, { kind: 'provision-put', address, bytes: text('encrypted link') })).toEqual({
       state,
@@ -1362,21 +1362,36 @@ describe('provisioning relay', () => {
       { kind: 'provision-put', address, bytes: text('something else') },
       'SERVER_PROVISION_OCCUPIED',
     );
+    // A get leaves the message in place: a new device whose answer was lost reads the same bytes.
     const got = step(state, { kind: 'provision-get', address });
     expect(got.response).toEqual({ kind: 'provision', bytes: text('encrypted link') });
-    state = got.state;
+    expect(got.state).toBe(state);
+    const again = step(got.state, { kind: 'provision-get', address }, T0 + 1);
+    expect(again.response).toEqual({ kind: 'provision', bytes: text('encrypted link') });
+    expect(again.state).toBe(state);
+    // The copy handed out is not the stored one.
+    if (got.response.kind !== 'provision' || got.response.bytes === null) throw new Error('no message');
+    got.response.bytes.fill(0);
     expect(step(state, { kind: 'provision-get', address }).response).toEqual({
       kind: 'provision',
-      bytes: null,
+      bytes: text('encrypted link'),
     });
+    // Reading does not free the address: a different message is still refused after a get.
+    expectError(
+      again.state,
+      { kind: 'provision-put', address, bytes: text('something else') },
+      'SERVER_PROVISION_OCCUPIED',
+    );
   });
 
-  it('purges messages older than PROVISIONING_TTL [WP-SRV-23]', () => {
+  it('keeps a message that was read until PROVISIONING_TTL, then purges it [WP-SRV-23]', () => {
     const state = ok(emptyServerState(), { kind: 'provision-put', address, bytes: text('link') }, T0);
-    expect(step(state, { kind: 'provision-get', address }, T0 + PROVISIONING_TTL - 1).response).toMatchObject(
-      { bytes: text('link') },
-    );
-    const expired = step(state, { kind: 'provision-get', address }, T0 + PROVISIONING_TTL);
+    const read = step(state, { kind: 'provision-get', address }, T0 + 1);
+    expect(read.response).toEqual({ kind: 'provision', bytes: text('link') });
+    const last = step(read.state, { kind: 'provision-get', address }, T0 + PROVISIONING_TTL - 1);
+    expect(last.response).toEqual({ kind: 'provision', bytes: text('link') });
+    expect(Object.keys(last.state.provisioning)).toEqual([address]);
+    const expired = step(last.state, { kind: 'provision-get', address }, T0 + PROVISIONING_TTL);
     expect(expired.response).toEqual({ kind: 'provision', bytes: null });
     expect(expired.state.provisioning).toEqual({});
     // Expired entries free their address for a new message.

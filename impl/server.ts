@@ -218,12 +218,6 @@ function withEntry<T>(record: StringRecord<T>, key: string, value: T): StringRec
   return { ...record, [key]: value };
 }
 
-function withoutEntry<T>(record: StringRecord<T>, key: string): StringRecord<T> {
-  const out: Record<string, T> = {};
-  for (const [k, v] of Object.entries(record)) if (k !== key) out[k] = v;
-  return out;
-}
-
 const deviceKey = (deviceId: DeviceId): string => String(deviceId);
 
 // ---------------------------------------------------------------------------------------------
@@ -1199,16 +1193,19 @@ function provisionPut(state: ServerState, request: Request<'provision-put'>, now
   return { state: { ...state, provisioning }, response: OK };
 }
 
-/** provision-get: hands the message out once (it is removed); `null` when there is none. */
+/**
+ * provision-get: hands out a copy of the message and leaves it in place (WP-SRV-23), so a new
+ * device whose answer was lost reads it again on its next poll; it goes only when PROVISIONING_TTL
+ * expires. `null` when there is none.
+ */
 function provisionGet(state: ServerState, request: Request<'provision-get'>, now: number): ServerStep {
   const { address } = request;
   if (!isProvisioningAddress(address))
     return fail(state, 'SERVER_MALFORMED_REQUEST', 'not a provisioning address');
   const entries = purgeProvisioning(state.provisioning, now);
   const existing = lookup(entries, address);
-  const provisioning = existing === undefined ? entries : withoutEntry(entries, address);
   return {
-    state: provisioning === state.provisioning ? state : { ...state, provisioning },
+    state: entries === state.provisioning ? state : { ...state, provisioning: entries },
     response: { kind: 'provision', bytes: existing === undefined ? null : copyBytes(existing.bytes) },
   };
 }

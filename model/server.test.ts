@@ -1045,7 +1045,7 @@ describe('sends and mailboxes', () => {
 describe('provisioning relay and blobs', () => {
   const address = 'new-device-token-0001';
 
-  it('holds one message per address, hands it out once, refuses another and purges after the TTL [WP-SRV-23]', () => {
+  it('holds one message per address, hands it out on every get, refuses another and purges after the TTL [WP-SRV-23]', () => {
     const runner = createServerRunner(ENV);
     expectOk(runner, { kind: 'provision-put', address, bytes: text('link me') });
     expectOk(runner, { kind: 'provision-put', address, bytes: text('link me') });
@@ -1067,9 +1067,18 @@ describe('provisioning relay and blobs', () => {
       kind: 'provision',
       bytes: text('link me'),
     });
-    expect(runner.handle({ kind: 'provision-get', address }, T0)).toEqual({ kind: 'provision', bytes: null });
-    expectOk(runner, { kind: 'provision-put', address, bytes: text('late') }, T0);
+    // The get removed nothing: a new device whose answer was lost reads the same bytes again.
+    expect(runner.handle({ kind: 'provision-get', address }, T0 + 1)).toEqual({
+      kind: 'provision',
+      bytes: text('link me'),
+    });
     expect(abstractServerOf(c, runner.snapshot().context).provisioningEntries).toBe(1);
+    // Reading does not free the address: a different message is still refused.
+    expectError(runner, { kind: 'provision-put', address, bytes: text('late') }, 'SERVER_PROVISION_OCCUPIED');
+    expect(runner.handle({ kind: 'provision-get', address }, T0 + PROVISIONING_TTL - 1)).toEqual({
+      kind: 'provision',
+      bytes: text('link me'),
+    });
     expect(runner.handle({ kind: 'provision-get', address }, T0 + PROVISIONING_TTL)).toEqual({
       kind: 'provision',
       bytes: null,

@@ -1743,16 +1743,11 @@ export function createServerMachine(env: ServerMachineEnv) {
         const relay = { ...context.server.relay, [provisioningAddressOf(context)]: entry };
         return { server: { ...context.server, relay } };
       }),
+      // WP-SRV-23: the message stays in the relay (only the TTL purge removes it), so a new device
+      // whose answer was lost reads the same message on its next poll.
       handOutProvisioningMessage: assign(({ context }) => {
-        const address = provisioningAddressOf(context);
-        const entry = ownEntry(context.server.relay, address);
-        const relay = Object.fromEntries(
-          Object.entries(context.server.relay).filter(([key]) => key !== address),
-        );
-        return {
-          server: { ...context.server, relay },
-          work: { ...context.work, provisioned: entry === undefined ? null : entry.bytes },
-        };
+        const entry = ownEntry(context.server.relay, provisioningAddressOf(context));
+        return { work: { ...context.work, provisioned: entry === undefined ? null : entry.bytes } };
       }),
       answerProvisioningMessage: emit(({ context }) => {
         const bytes = context.work.provisioned ?? null;
@@ -2169,7 +2164,7 @@ export function createServerMachine(env: ServerMachineEnv) {
         },
       },
 
-      // WP-SRV-23: the message is handed out once.
+      // WP-SRV-23: the message is handed out on every get until PROVISIONING_TTL purges it.
       provisionGet: {
         initial: 'checkAddress',
         states: {

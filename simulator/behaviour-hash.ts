@@ -6,4 +6,4 @@
  */
 
 /** The behaviour hash of this build's protocol sources. */
-export const BEHAVIOUR_HASH = '1369a48fdb986bc29169dc935c152dc545717b6e22e57b69c92237090669c96c';
+export const BEHAVIOUR_HASH = '9ff5f44bdfdf5a561573d56b9bbf6f50b6f0c86f2c33d752ce677122615cf529';
