@@ -6,4 +6,4 @@
  */
 
 /** The behaviour hash of this build's protocol sources. */
-export const BEHAVIOUR_HASH = '9ff5f44bdfdf5a561573d56b9bbf6f50b6f0c86f2c33d752ce677122615cf529';
+export const BEHAVIOUR_HASH = '19598d13af0bbf8f7341f17eb775164a439fb987dd31f3666e8c81e57d8a5c81';

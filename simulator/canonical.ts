@@ -9,9 +9,31 @@
 import type { CryptoProvider } from '../spec/crypto/provider.js';
 import { fingerprint } from '../spec/keys.js';
 
+/**
+ * A value already serialised by `canonicalJson` (with the same provider): written verbatim, so a
+ * part serialised once for its hash (simulator/summaries.ts) is not serialised again for its
+ * trace line.
+ */
+export class CanonicalFragment {
+  constructor(readonly json: string) {}
+}
+
 /** Serialises `value` canonically; bytes become fingerprints computed with `c`. */
 export function canonicalJson(value: unknown, c?: CryptoProvider): string {
   return write(value, c);
+}
+
+/** Quoted object keys: traces reuse a small set of keys, so quote each one once. */
+const quotedKeys = new Map<string, string>();
+const QUOTED_KEYS_MAX = 4096;
+
+function quoteKey(key: string): string {
+  let quoted = quotedKeys.get(key);
+  if (quoted === undefined) {
+    quoted = JSON.stringify(key);
+    if (quotedKeys.size < QUOTED_KEYS_MAX) quotedKeys.set(key, quoted);
+  }
+  return quoted;
 }
 
 function write(value: unknown, c: CryptoProvider | undefined): string {
@@ -20,8 +42,8 @@ function write(value: unknown, c: CryptoProvider | undefined): string {
     case 'string':
       return JSON.stringify(value);
     case 'number':
-      if (!Number.isFinite(value)) return 'null';
-      return JSON.stringify(value);
+      // Number-to-string is the same algorithm JSON.stringify uses for finite numbers.
+      return Number.isFinite(value) ? String(value) : 'null';
     case 'boolean':
       return value ? 'true' : 'false';
     case 'undefined':
@@ -31,14 +53,31 @@ function write(value: unknown, c: CryptoProvider | undefined): string {
     default:
       return JSON.stringify(String(value));
   }
+  if (value instanceof CanonicalFragment) return value.json;
   if (value instanceof Uint8Array) {
     if (c === undefined) return JSON.stringify(`len:${value.length}`);
     return JSON.stringify(`fp:${fingerprint(c, value)}`);
   }
-  if (Array.isArray(value)) return `[${value.map((v: unknown) => write(v, c)).join(',')}]`;
+  if (Array.isArray(value)) {
+    const items = value as readonly unknown[];
+    let out = '[';
+    for (let i = 0; i < items.length; i++) {
+      if (i > 0) out += ',';
+      // A hole is written as nothing, as `Array.prototype.join` would.
+      if (i in items) out += write(items[i], c);
+    }
+    return out + ']';
+  }
   const record = value as Record<string, unknown>;
-  const keys = Object.keys(record)
-    .filter((k) => record[k] !== undefined)
-    .sort();
-  return `{${keys.map((k) => `${JSON.stringify(k)}:${write(record[k], c)}`).join(',')}}`;
+  const keys = Object.keys(record).sort();
+  let out = '{';
+  let first = true;
+  for (const key of keys) {
+    const member = record[key];
+    if (member === undefined) continue;
+    if (first) first = false;
+    else out += ',';
+    out += quoteKey(key) + ':' + write(member, c);
+  }
+  return out + '}';
 }

@@ -913,6 +913,24 @@ class Simulation {
       });
       return;
     }
+    // The transport authenticates a connection as its address (impl/server.ts leaves this to the
+    // transport): an install whose address now belongs to a newer registration (a reinstall or an
+    // account reset took it over) is no longer that device, so its requests go nowhere.
+    if (
+      install !== undefined &&
+      install.address !== null &&
+      this.byAddress.get(`${install.address.userId}.${install.address.deviceId}`) !== install.name
+    ) {
+      this.checker.count('net.lost.superseded');
+      this.event('net', 'net', {
+        action: 'drop',
+        reason: 'superseded',
+        dir: 'up',
+        device: e.install,
+        requestId: e.requestId,
+      });
+      return;
+    }
     if (install === undefined || !this.linkUp(install)) {
       this.checker.count('net.lost.link-down');
       this.event('net', 'net', {

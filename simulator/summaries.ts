@@ -8,7 +8,7 @@ import type { DeviceInput, DeviceOutput } from '../impl/device.js';
 import type { CryptoProvider } from '../spec/crypto/provider.js';
 import { toHex } from '../spec/hex.js';
 import type { ServerAbstract } from '../spec/server-abstract.js';
-import { canonicalJson } from './canonical.js';
+import { CanonicalFragment, canonicalJson } from './canonical.js';
 import type { DeviceAbstractView } from './engine.js';
 import type { ProtocolError } from '../spec/errors.js';
 import type { ServerRequest, ServerResponse } from '../spec/server-api.js';
@@ -184,55 +184,84 @@ export function summarizeOutput(output: DeviceOutput): Record<string, unknown> {
 export interface AbstractDelta {
   /** 16 hex digits of SHA-256 over the canonical JSON of the whole state. */
   readonly hash: string;
-  /** Parts that changed (`null` value: the part disappeared); `null` when nothing changed. */
+  /**
+   * Parts that changed, each as its canonical JSON (a `CanonicalFragment`, written verbatim by
+   * `canonicalJson`; `null` value: the part disappeared); `null` when nothing changed.
+   */
   readonly changed: Readonly<Record<string, unknown>> | null;
   readonly parts: ReadonlyMap<string, string>;
 }
 
-const partCache = new WeakMap<object, { readonly json: string; readonly hash: string }>();
+interface Part {
+  readonly json: string;
+  readonly hash: string;
+}
+
+const partCache = new WeakMap<object, Part>();
+
+const encoder = new TextEncoder();
 
 function hashOf(c: CryptoProvider, text: string): string {
-  return toHex(c.sha256(new TextEncoder().encode(text)).subarray(0, 8));
+  return toHex(c.sha256(encoder.encode(text)).subarray(0, 8));
 }
 
 /** Canonical JSON and hash of one part; cached per object (abstract objects are never mutated). */
-function part(c: CryptoProvider, value: unknown): { readonly json: string; readonly hash: string } {
-  if (typeof value === 'object' && value !== null) {
+function part(c: CryptoProvider, value: unknown, before: Part | undefined): Part {
+  const isObject = typeof value === 'object' && value !== null;
+  if (isObject) {
     const cached = partCache.get(value);
     if (cached !== undefined) return cached;
-    const json = canonicalJson(value, c);
-    const computed = { json, hash: hashOf(c, json) };
-    partCache.set(value, computed);
-    return computed;
   }
   const json = canonicalJson(value, c);
-  return { json, hash: hashOf(c, json) };
+  // A part rebuilt each step (the device part, say) often has the same JSON as last time: the
+  // same text has the same hash, so reuse it rather than hash again.
+  const computed = before !== undefined && before.json === json ? before : { json, hash: hashOf(c, json) };
+  if (isObject) partCache.set(value, computed);
+  return computed;
 }
+
+/** What a delta computed, kept with its `parts` map so the next delta can reuse it. */
+interface DeltaMemo {
+  readonly parts: ReadonlyMap<string, Part>;
+  readonly hashes: string;
+  readonly hash: string;
+}
+
+const deltaMemo = new WeakMap<ReadonlyMap<string, string>, DeltaMemo>();
 
 function delta(
   entries: readonly (readonly [string, unknown])[],
   previous: ReadonlyMap<string, string>,
   c: CryptoProvider,
 ): AbstractDelta {
+  const memo = deltaMemo.get(previous);
   const changed: Record<string, unknown> = {};
   let any = false;
   const next = new Map<string, string>();
-  const hashes: string[] = [];
+  const nextParts = new Map<string, Part>();
+  let hashes = '';
   for (const [key, value] of entries) {
-    const p = part(c, value);
+    const before = memo?.parts.get(key);
+    const p = part(c, value, before !== undefined && before.hash === previous.get(key) ? before : undefined);
     next.set(key, p.hash);
-    hashes.push(`${key}=${p.hash}`);
+    nextParts.set(key, p);
+    if (hashes.length > 0) hashes += ';';
+    hashes += key + '=' + p.hash;
     if (previous.get(key) !== p.hash) {
-      changed[key] = value;
+      // An undefined part stays undefined (omitted from the trace line), as before.
+      changed[key] = value === undefined ? undefined : new CanonicalFragment(p.json);
       any = true;
     }
   }
-  for (const key of previous.keys())
-    if (!next.has(key)) {
-      changed[key] = null;
-      any = true;
-    }
-  return { hash: hashOf(c, hashes.join(';')), changed: any ? changed : null, parts: next };
+  if (previous.size > 0)
+    for (const key of previous.keys())
+      if (!next.has(key)) {
+        changed[key] = null;
+        any = true;
+      }
+  const hash = memo !== undefined && memo.hashes === hashes ? memo.hash : hashOf(c, hashes);
+  deltaMemo.set(next, { parts: nextParts, hashes, hash });
+  return { hash, changed: any ? changed : null, parts: next };
 }
 
 /**

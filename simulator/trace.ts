@@ -71,7 +71,8 @@ export class TraceWriter {
       const own = this.clocks.get(node) ?? {};
       own[node] = (own[node] ?? 0) + 1;
       this.clocks.set(node, own);
-      vc = { ...own };
+      // Serialised right below and not kept, so no copy is needed.
+      vc = own;
     }
     const event: TraceEvent = { type: 'event', t, seq, node, kind, vc, data };
     this.lines.push(canonicalJson(event, this.c));
