@@ -67,6 +67,25 @@ function sendFailures(w: World, name: string): string[] {
   return outputsOfKind(w, name, 'send-failed').map((f) => f.error.code);
 }
 
+/**
+ * alice sends `text` to bob while her bundle request is held; returns that pending request and what
+ * the honest server would answer (its prekeys consumed), for a test to answer with something else.
+ */
+function heldBundleRequest(
+  w: World,
+  text: string,
+): { readonly requestId: number; readonly honest: Extract<ServerResponse, { kind: 'bundles' }> } {
+  const release = holdRequests(w, 'alice', 'get-bundles');
+  sendQueued(w, 'alice', ['bob'], text);
+  run(w);
+  release();
+  const pending = pendingOf(w, 'alice', 'get-bundles')[0];
+  if (pending === undefined) throw new Error('no pending bundle request');
+  const honest = answerHonestly(w, 'alice', pending.request);
+  if (honest.kind !== 'bundles') throw new Error('no bundles');
+  return { requestId: pending.requestId, honest };
+}
+
 describe('hostile answers to a send', () => {
   it('unknown-user refusal: a typed send failure, and the client recovers [WP-XPORT-04]', () => {
     const w = setup('hostile-unknown-user');
@@ -307,14 +326,8 @@ describe('hostile answers to bundle and list requests', () => {
     const w = setup('hostile-bundle');
     linkDevice(w, 'bob', 'bob-3');
     // alice's next send is refused (bob-3 missing), then she asks for bob-3's bundle: we answer it.
-    const release = holdRequests(w, 'alice', 'get-bundles');
-    sendQueued(w, 'alice', ['bob'], 'not to an impostor');
-    run(w);
-    release();
-    const pending = pendingOf(w, 'alice', 'get-bundles')[0];
-    if (pending === undefined) throw new Error('no pending bundle request');
-    const honest = answerHonestly(w, 'alice', pending.request);
-    if (honest.kind !== 'bundles') throw new Error('no bundles');
+    const pending = heldBundleRequest(w, 'not to an impostor');
+    const honest = pending.honest;
     const impostor = device(w, 'bob').prekeys.identityKeyPair.publicKey;
     const swapped: ServerResponse = {
       kind: 'bundles',
@@ -360,14 +373,8 @@ describe('hostile answers to bundle and list requests', () => {
   it('a bundle for a device the list does not name is never used; the send goes to the listed devices [WP-TRUST-06]', () => {
     const w = setup('hostile-bundle-unlisted');
     linkDevice(w, 'bob', 'bob-3');
-    const release = holdRequests(w, 'alice', 'get-bundles');
-    sendQueued(w, 'alice', ['bob'], 'to listed devices only');
-    run(w);
-    release();
-    const pending = pendingOf(w, 'alice', 'get-bundles')[0];
-    if (pending === undefined) throw new Error('no pending bundle request');
-    const honest = answerHonestly(w, 'alice', pending.request);
-    if (honest.kind !== 'bundles') throw new Error('no bundles');
+    const pending = heldBundleRequest(w, 'to listed devices only');
+    const honest = pending.honest;
     respond(w, 'alice', pending.requestId, {
       kind: 'bundles',
       bundles: honest.bundles.map((b) => ({ ...b, deviceId: 9 })),
