@@ -16,7 +16,7 @@ function lockstep(...args: readonly string[]): { status: number | null; stdout: 
   const run = spawnSync(process.execPath, [LAUNCHER, ...args], {
     cwd: ROOT,
     encoding: 'utf8',
-    timeout: 60_000,
+    timeout: 240_000,
   });
   return { status: run.status, stdout: run.stdout, stderr: run.stderr };
 }
@@ -130,6 +130,30 @@ describe('lockstep command line', () => {
     expect(run.status).toBe(0);
     expect(run.stdout).toContain('deterministic: the two traces are byte-identical');
   });
+
+  it(
+    'a smoke swarm of 30 seeds with drawn fault rates passes every property on both engines',
+    { timeout: 240_000 },
+    () => {
+      const outDir = path.join(TMP, 'smoke-swarm');
+      const run = lockstep(
+        'swarm',
+        '--seeds',
+        '30',
+        '--preset',
+        'smoke',
+        '--engine',
+        'both',
+        '--workers',
+        '2',
+        '--no-progress',
+        '--out-dir',
+        outDir,
+      );
+      expect(run.stdout).toContain('result: PASS (30 seeds)');
+      expect(run.status).toBe(0);
+    },
+  );
 
   it('swarm runs seeds on worker threads, saves failing traces and writes a triage file', () => {
     const outDir = path.join(TMP, 'swarm');

@@ -119,6 +119,7 @@ import {
 } from './device-steps.js';
 import { abstractModelSesame, newSesame, openFromSender } from './sesame.js';
 import { drawPreKeys } from './sesame-sessions.js';
+import { stateId, StepRecorder, type MachineStep } from './state-path.js';
 
 export type { DeviceContext, DeviceEvent, ModelDeviceInput, ModelDeviceOutput } from './device-data.js';
 
@@ -981,6 +982,8 @@ export interface DeviceModelRunner {
   context(): DeviceContext;
   /** The statechart state value (for traces). */
   stateValue(): unknown;
+  /** The states the last `step` passed through (for traces; simulator/TRACE-FORMAT.md `model`). */
+  lastStep(): MachineStep;
   /** The underlying actor. */
   readonly actor: Actor<DeviceMachine>;
 }
@@ -1031,14 +1034,17 @@ function startRunner(
   restore?: { readonly context: DeviceContext; readonly value: unknown },
 ): DeviceModelStart {
   const machine = createDeviceMachine(env);
+  const recorder = new StepRecorder();
   const actor =
     restore === undefined
-      ? createActor(machine, { input, id: 'device' })
+      ? createActor(machine, { input, id: 'device', inspect: recorder.inspect })
       : createActor(machine, {
           input,
           id: 'device',
+          inspect: recorder.inspect,
           snapshot: machine.resolveState({ value: restore.value as never, context: restore.context }),
         });
+  let last: MachineStep | null = null;
   let collected: ModelDeviceOutput[] = [];
   actor.on('device.output', (event) => {
     collected.push(event.output);
@@ -1051,13 +1057,20 @@ function startRunner(
     step(deviceInput, now) {
       collected = [];
       const { kind, ...fields } = deviceInput;
+      recorder.begin(actor, actor.getSnapshot().value);
       actor.send({ ...fields, type: kind, now } as DeviceEvent);
+      last = recorder.end(actor.getSnapshot().value);
       const out = collected;
       collected = [];
       return out;
     },
     context: () => actor.getSnapshot().context,
     stateValue: () => actor.getSnapshot().value,
+    lastStep: () => {
+      if (last !== null) return last;
+      const state = stateId(actor.getSnapshot().value);
+      return { path: [state], state };
+    },
   };
   return { runner, outputs };
 }

@@ -77,6 +77,7 @@ import type {
   ServerRequest,
   ServerResponse,
 } from '../spec/server-api.js';
+import { stateId, StepRecorder, type MachineStep } from './state-path.js';
 
 // ---------------------------------------------------------------------------------------------
 // The model's server data (plain, readonly; keyed collections read with own-property lookups)
@@ -2266,6 +2267,8 @@ export interface ServerRunner {
   handle(request: ServerRequest, now: number): ServerResponse;
   /** The machine's current snapshot (its context holds the server). */
   snapshot(): ServerMachineSnapshot;
+  /** The states the last `handle` passed through (for traces; simulator/TRACE-FORMAT.md `model`). */
+  lastStep(): MachineStep;
 }
 
 /**
@@ -2277,8 +2280,11 @@ export function createServerRunner(
   options: { readonly server?: ModelServer } = {},
 ): ServerRunner {
   const machine = createServerMachine(env);
+  const recorder = new StepRecorder();
+  let last: MachineStep | null = null;
   const actor = createActor(machine, {
     id: 'server',
+    inspect: recorder.inspect,
     input: options.server === undefined ? {} : { server: options.server },
   });
   const answers: ServerResponseEvent[] = [];
@@ -2300,7 +2306,9 @@ export function createServerRunner(
       }
       const requestId = nextRequestId++;
       answers.length = 0;
+      recorder.begin(actor, actor.getSnapshot().value);
       actor.send({ type: 'server.request', request, now, requestId });
+      last = recorder.end(actor.getSnapshot().value);
       if (failure !== undefined) throw failure;
       const snapshot = actor.getSnapshot();
       if (snapshot.status !== 'active') throw new InvariantError('the server machine stopped');
@@ -2311,6 +2319,11 @@ export function createServerRunner(
       return answer.response;
     },
     snapshot: () => actor.getSnapshot(),
+    lastStep: () => {
+      if (last !== null) return last;
+      const state = stateId(actor.getSnapshot().value);
+      return { path: [state], state };
+    },
   };
 }
 

@@ -15,6 +15,17 @@ import type { DeviceAddress, UserId } from '../spec/identity.js';
 /** Which engine(s) back the nodes. `both` runs impl/ and model/ in lockstep and stops at the first divergence. */
 export type EngineChoice = 'impl' | 'model' | 'both';
 
+/**
+ * The statechart states a model machine passed through while it handled one input (trace field
+ * `model` on device `step` and server `request` events when the model engine ran).
+ */
+export interface ModelStepRecord {
+  /** The state before the input, then the state after each microstep (dotted ids from the root). */
+  readonly path: readonly string[];
+  /** The state after the input. */
+  readonly state: string;
+}
+
 /** Fault rates and windows for a run (all probabilities per packet or per opportunity, 0..1). */
 export interface FaultConfig {
   /** Probability a packet (request or response) is lost. */

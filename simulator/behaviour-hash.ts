@@ -6,4 +6,4 @@
  */
 
 /** The behaviour hash of this build's protocol sources. */
-export const BEHAVIOUR_HASH = '19598d13af0bbf8f7341f17eb775164a439fb987dd31f3666e8c81e57d8a5c81';
+export const BEHAVIOUR_HASH = '5a015a36232648ab41caf0969c4225153837a0ef22ac0a3e041ce39be5838996';

@@ -65,7 +65,7 @@ describe('planted bugs', () => {
     });
     const v = result.violations.find((x) => x.property === 'no-duplicate-delivery');
     expect(v?.rules).toContain('P34');
-    expect(result.repro).toBe('npx lockstep sim --seed 1 --preset smoke --bug deliver-twice');
+    expect(result.repro).toBe('npx lockstep sim --seed 1 --preset smoke --engine impl --bug deliver-twice');
     expect(
       result.lines.some((l) => l.includes('"kind":"check"') && l.includes('no-duplicate-delivery')),
     ).toBe(true);

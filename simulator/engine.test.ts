@@ -82,6 +82,7 @@ describe('engines', () => {
             hasWork: () => engine.hasWork(),
             snapshot: () => engine.snapshot(),
             restore: (s: unknown) => engine.restore(s),
+            modelStep: () => engine.modelStep(),
           },
         };
       },

@@ -67,7 +67,7 @@ import {
   type ModelServer,
   type ServerRunner,
 } from '../model/server.js';
-import type { EngineChoice } from './api.js';
+import type { EngineChoice, ModelStepRecord } from './api.js';
 import { canonicalJson } from './canonical.js';
 
 /** A device's lifecycle phase (WP-LIFE-01). */
@@ -89,6 +89,8 @@ export interface DeviceEngine {
   snapshot(): unknown;
   /** Returns to a snapshot taken from this engine. */
   restore(snapshot: unknown): void;
+  /** The statechart states the last step passed through when a machine backs the node, else null. */
+  modelStep(): ModelStepRecord | null;
 }
 
 /** The server as the event loop drives it. */
@@ -102,6 +104,8 @@ export interface ServerEngine {
   signedDeviceList(userId: UserId): SignedDeviceList | null;
   /** Every byte string the server stores (envelopes, blobs, relay messages). */
   storedBytes(): readonly Uint8Array[];
+  /** The statechart states the last request passed through when a machine backs the server, else null. */
+  modelStep(): ModelStepRecord | null;
 }
 
 /** A node freshly created, with the outputs its creation produced (e.g. the registration request). */
@@ -273,6 +277,10 @@ class ImplDevice implements DeviceEngine {
   restore(snapshot: unknown): void {
     this.state = snapshot as DeviceState;
   }
+
+  modelStep(): null {
+    return null;
+  }
 }
 
 /** The user ids whose accounts a request can read or change (see {@link ImplServer}). */
@@ -397,6 +405,9 @@ class ImplServer implements ServerEngine {
     for (const entry of Object.values(this.rest.provisioning)) out.push(entry.bytes);
     return out;
   }
+  modelStep(): null {
+    return null;
+  }
 }
 
 /** The impl/ engine. `sharded: false` runs every server request over the full state (tests). */
@@ -475,6 +486,10 @@ class ModelDeviceEngine implements DeviceEngine {
     const { context, value } = snapshot as { context: DeviceContext; value: unknown };
     this.runner = resumeDeviceModel(this.env, context, value);
   }
+
+  modelStep(): ModelStepRecord {
+    return this.runner.lastStep();
+  }
 }
 
 class ModelServerEngine implements ServerEngine {
@@ -524,6 +539,9 @@ class ModelServerEngine implements ServerEngine {
     for (const blob of Object.values(server.blobs)) out.push(blob);
     for (const entry of Object.values(server.relay)) out.push(entry.bytes);
     return out;
+  }
+  modelStep(): ModelStepRecord {
+    return this.runner.lastStep();
   }
 }
 
@@ -692,6 +710,10 @@ class BothDevice implements DeviceEngine {
     this.first.restore(a);
     this.second.restore(b);
   }
+
+  modelStep(): ModelStepRecord | null {
+    return this.first.modelStep() ?? this.second.modelStep();
+  }
 }
 
 class BothServer implements ServerEngine {
@@ -727,6 +749,10 @@ class BothServer implements ServerEngine {
 
   storedBytes(): readonly Uint8Array[] {
     return this.first.storedBytes();
+  }
+
+  modelStep(): ModelStepRecord | null {
+    return this.first.modelStep() ?? this.second.modelStep();
   }
 }
 

@@ -1,7 +1,7 @@
 /**
  * The `repro:` line of a run: the shortest command that reproduces it. A run whose configuration is
  * exactly a preset's (for its seed, engine and bugs, with the preset's fault rates, swarm-drawn
- * rates, or overridden rates) is `npx lockstep sim --seed N --preset P [--engine E]
+ * rates, or overridden rates) is `npx lockstep sim --seed N --preset P --engine E
  * [--swarm-faults] [--<fault> X …] [--bug B …]`; anything else (an explicit schedule, a scenario
  * file) is `npx lockstep replay FILE`, FILE being the saved trace.
  * @module
@@ -41,7 +41,8 @@ export function reproCommand(config: SimConfig, explicit: boolean): string {
   const withoutFaults = (c: SimConfig): string => canonicalJson({ ...c, faults: null });
   if (withoutFaults(base) !== withoutFaults(config)) return replay;
   const parts = ['npx', 'lockstep', 'sim', '--seed', String(config.seed), '--preset', config.preset];
-  if (config.engine !== 'impl') parts.push('--engine', config.engine);
+  // Always explicit: the CLI's default engine (`both`) is not every run's.
+  parts.push('--engine', config.engine);
   if (config.traceMode !== presetBody(config.preset).traceMode) return replay;
   const presetFaults = presetBody(config.preset).faults;
   const swarm = drawSwarmFaults(config.seed, presetFaults);

@@ -457,6 +457,8 @@ class Simulation {
       data.abstractHash = delta.hash;
       if (delta.changed !== null) data.abstractDelta = delta.changed;
       install.lastParts = delta.parts;
+      const model = install.engine.modelStep();
+      if (model !== null) data.model = { path: [...model.path], state: model.state };
       this.event(install.name, 'step', data);
     }
     for (const output of outputs) this.onOutput(install, output);
@@ -960,6 +962,8 @@ class Simulation {
       data.abstractHash = delta.hash;
       if (delta.changed !== null) data.abstractDelta = delta.changed;
       this.lastServerParts = delta.parts;
+      const model = this.server.modelStep();
+      if (model !== null) data.model = { path: [...model.path], state: model.state };
       this.event('server', 'request', data);
     }
     if (request.kind === 'send' && response.kind === 'accepted' && !response.duplicate) {

@@ -4,7 +4,7 @@
  *
  * | output                                       | what                                                              |
  * | -------------------------------------------- | ----------------------------------------------------------------- |
- * | `model/diagrams/<id>.json`                   | `machine.definition` and `toDirectedGraph(machine)` for the viz   |
+ * | `model/diagrams/<id>.json`                   | `machine.definition`, every transition ({@link listTransitions}) and `toDirectedGraph(machine)` for the viz |
  * | `model/diagrams/<id>.mmd`                    | a Mermaid `stateDiagram-v2`                                        |
  * | `model/manifest.json`                        | per machine: states, transitions, events (pinned: drift fails)    |
  * | WHITEPAPER.md between `machines:begin/end`   | per machine: the diagram, the transition table and its rule list   |
@@ -438,6 +438,8 @@ export async function generate(rootDir: string): Promise<Map<string, string>> {
       id,
       file: entry.file,
       definition: entry.machine.definition,
+      // Every guarded branch, eventless ones included (xstate's definition JSON omits `always`).
+      transitions: listTransitions(entry.machine),
       graph: toDirectedGraph(entry.machine),
     };
     const jsonPath = `${DIAGRAMS_DIR}/${id}.json`;
