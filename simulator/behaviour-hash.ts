@@ -6,4 +6,4 @@
  */
 
 /** The behaviour hash of this build's protocol sources. */
-export const BEHAVIOUR_HASH = '19598d13af0bbf8f7341f17eb775164a439fb987dd31f3666e8c81e57d8a5c81';
+export const BEHAVIOUR_HASH = '95b6248d3664f62b16897eff915578d503069cd26dd5a8b5cee15b1b98d99eb2';
