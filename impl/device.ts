@@ -836,7 +836,12 @@ function acceptDeviceList(tx: Tx, userId: UserId, signed: SignedDeviceList): Res
   // WP-TRUST-07: every change to a list is an event, before anything is encrypted to a new device.
   emit(tx, { kind: 'device-list-changed', userId, version: list.version, added, removed });
   // Removed devices become stale: kept to read delayed messages, never encrypted to (Sesame §3.3 step 6).
-  for (const deviceId of removed) {
+  // WP-TRUST-07: that is every device record the list does not name, not only those the previous list
+  // named: an acknowledged account-key change discards the list but keeps the old records.
+  const unlisted = Object.values(getUserRecord(tx.state.sesame, userId)?.devices ?? {})
+    .map((d) => d.deviceId)
+    .filter((d) => !after.has(d));
+  for (const deviceId of unlisted) {
     if (userId === tx.state.userId && deviceId === tx.state.deviceId) continue;
     // Planted bug (simulator self-test only): `ignore-device-removal` keeps removed devices as
     // current records, so the next send still encrypts to them.
@@ -1365,6 +1370,13 @@ function onRefusal(tx: Tx, item: OutboxItem, refusal: SendRefusal): void {
         updateItem(tx, item.messageId, item.recipient, { stage: 'blocked' });
         return;
       }
+      if (accepted.error.code === 'TRUST_LIST_ROLLBACK') {
+        // WP-XPORT-08: a newer list overtook this refusal; it judged an old device set, so it changes
+        // nothing and the send is tried again on the newer list, within the bounded attempts.
+        updateItem(tx, item.messageId, item.recipient, { stage: 'ready' });
+        advance(tx, item.messageId, item.recipient);
+        return;
+      }
       failItem(tx, item, accepted.error);
       return;
     }
@@ -1479,7 +1491,10 @@ function park(tx: Tx, envelope: Envelope): void {
   requestDeviceList(tx, envelope.sender.userId);
 }
 
-/** Processes one envelope; returns true when it is done (to be acknowledged), false when parked. */
+/**
+ * Processes one envelope; returns true when it is done (to be acknowledged), false when parked or
+ * left for the server to redeliver.
+ */
 function processEnvelope(tx: Tx, envelope: Envelope, listRefreshed: boolean): boolean {
   if (tx.state.lifecycle.kind !== 'linked') return false;
   const sender = envelope.sender;
@@ -1510,6 +1525,9 @@ function processEnvelope(tx: Tx, envelope: Envelope, listRefreshed: boolean): bo
     return true;
   }
   if (envelope.type === 'retry-request') {
+    // WP-XPORT-07: a retry request can overtake the answer to the send it names; that message has no
+    // record yet (WP-SES-12), so it stays unacknowledged and the server redelivers it after the answer.
+    if (namesUnansweredSend(tx.state, sender, envelope.bytes)) return false;
     onRetryRequest(tx, sender, envelope.bytes);
     return true;
   }
@@ -1600,6 +1618,21 @@ function requestRetry(tx: Tx, sender: DeviceAddress, failedMessageId: MessageId)
     needNewSession: false,
     blobId: null,
   });
+}
+
+/**
+ * WP-XPORT-07: true when a retry request from `requester` names a message or resend to the
+ * requester's account that is still in the outbox, i.e. whose send the server has not yet been seen
+ * to accept.
+ */
+function namesUnansweredSend(state: DeviceState, requester: DeviceAddress, bytes: Uint8Array): boolean {
+  const named = decodeRetryRequest(bytes);
+  return (
+    named.ok &&
+    state.outbox.some(
+      (i) => i.kind !== 'retry-request' && i.messageId === named.value && i.recipient === requester.userId,
+    )
+  );
 }
 
 function onRetryRequest(tx: Tx, requester: DeviceAddress, bytes: Uint8Array): void {

@@ -2,7 +2,7 @@
  * The device machine's decision helpers (model/device.ts): each is a pure step on a `Frame` (the
  * context so far and the outputs so far), named after what the whitepaper rule does. The machine's
  * guards and actions call them; nothing here knows about xstate. WHITEPAPER.md "Device lists and
- * trust" WP-TRUST-01..07, "Transport" WP-XPORT-01..06, "Device lifecycle" WP-LIFE-01..06, Sesame
+ * trust" WP-TRUST-01..07, "Transport" WP-XPORT-01..08, "Device lifecycle" WP-LIFE-01..06, Sesame
  * rev 2 §3.3 (the client's send loop) and §4.1 (retry requests).
  *
  * Written for model/ on spec/ and model/ only; the conformance suite replays the same inputs on
@@ -520,7 +520,12 @@ export function acceptServedList(f: Frame, userId: UserId, signed: SignedDeviceL
   });
   // WP-TRUST-07
   say(f, { kind: 'device-list-changed', userId, version: list.version, added, removed });
-  for (const deviceId of removed) {
+  // WP-TRUST-07: every device record the list does not name becomes stale, including records kept
+  // through an acknowledged account-key change (which discards the list they came from).
+  const unnamedRecords = (userRecord(f.ctx.sesame, userId)?.devices ?? [])
+    .map((d) => d.deviceId)
+    .filter((d) => !after.includes(d));
+  for (const deviceId of unnamedRecords) {
     if (userId === f.ctx.userId && deviceId === f.ctx.deviceId) continue;
     // Planted bug (simulator self-test only): `ignore-device-removal` keeps removed devices current.
     if (planted(f.env.bugs, 'ignore-device-removal')) continue;
@@ -1024,6 +1029,7 @@ export function applySendRefusal(f: Frame, item: ModelOutboxEntry, refusal: Send
         patchEntry(f, item.messageId, item.recipient, { stage: 'blocked' });
         return;
       }
+      if (accepted.error.code === 'TRUST_LIST_ROLLBACK') return retryOvertakenRefusal(f, item);
       return failEntry(f, item, accepted.error);
     }
     entries = listedEntries(f.ctx, item.recipient);
@@ -1035,6 +1041,16 @@ export function applySendRefusal(f: Frame, item: ModelOutboxEntry, refusal: Send
     say(f, { kind: 'key-change', userId: item.recipient, deviceId });
   if (refusal.kind === 'unknown-user')
     return failEntry(f, item, reject('XPORT_SERVER_ERROR', 'recipient user does not exist').error);
+  patchEntry(f, item.messageId, item.recipient, { stage: 'ready' });
+  advanceEntry(f, item.messageId, item.recipient);
+}
+
+/**
+ * WP-XPORT-08: a refusal whose list is older than the one accepted was judged against a device set
+ * that has changed since; it changes nothing, and the send goes again on the newer list (each try
+ * counts towards MAX_SEND_ATTEMPTS).
+ */
+function retryOvertakenRefusal(f: Frame, item: ModelOutboxEntry): void {
   patchEntry(f, item.messageId, item.recipient, { stage: 'ready' });
   advanceEntry(f, item.messageId, item.recipient);
 }
@@ -1285,6 +1301,25 @@ export function requestRetry(f: Frame, sender: DeviceAddress, failedMessageId: M
     needNewSession: false,
     blobId: null,
   });
+}
+
+/**
+ * WP-XPORT-07: the retry request names a message (or resend) to the requester's account that is
+ * still in the outbox: the server has not been seen to accept it, so it has no message record yet.
+ */
+export function retryNamesUnansweredSend(
+  ctx: DeviceContext,
+  requester: DeviceAddress,
+  bytes: Uint8Array,
+): boolean {
+  const named = decodeRetryRequest(bytes);
+  if (!named.ok) return false;
+  return ctx.outbox.some(
+    (entry) =>
+      entry.kind !== 'retry-request' &&
+      entry.recipient === requester.userId &&
+      entry.messageId === named.value,
+  );
 }
 
 /** WP-SES-13/14, WP-XPORT-06: answers a retry request with a resend under a fresh transport id. */

@@ -1,7 +1,7 @@
 /**
  * The device machine: one client device's lifecycle and its Sesame device-sync behaviour as an
  * explicit XState v5 machine (WHITEPAPER.md "Sesame" WP-SES-*, "Device lists and trust"
- * WP-TRUST-01..07, "Transport" WP-XPORT-01..06, "Device lifecycle" WP-LIFE-01..06, "Linking a
+ * WP-TRUST-01..07, "Transport" WP-XPORT-01..08, "Device lifecycle" WP-LIFE-01..06, "Linking a
  * device" WP-LINK-*, "Attachments" WP-ATT-*; Signal *Sesame* rev 2 §3.3–§4.1).
  *
  * This is the second, independent encoding of the device rules (the first is impl/device.ts); it
@@ -105,6 +105,7 @@ import {
   requestRetry,
   resendUnanswered,
   retryListAfterBundleFailure,
+  retryNamesUnansweredSend,
   revocableDevice,
   say,
   sayError,
@@ -160,6 +161,7 @@ export const RULES: Readonly<Record<string, readonly WhitepaperRuleId[]>> = Obje
   senderListed: ['WP-TRUST-05'],
   listRefreshedSinceParked: ['WP-TRUST-05'],
   isRetryRequest: ['WP-XPORT-06', 'WP-SES-13'],
+  retryNamesUnansweredSend: ['WP-XPORT-07'],
   ratchetDuplicate: ['WP-XPORT-02', 'WP-DR-10'],
   decryptionFailed: ['WP-SES-09', 'WP-SES-10', 'WP-XPORT-06'],
   senderIdentityMatchesList: ['WP-TRUST-05'],
@@ -204,7 +206,7 @@ export const RULES: Readonly<Record<string, readonly WhitepaperRuleId[]>> = Obje
   holdForMailbox: ['WP-XPORT-05'],
   failSingleDeviceSend: ['WP-XPORT-06'],
   failSendExhausted: ['WP-XPORT-03'],
-  applySendRefusal: ['WP-SES-06', 'WP-SES-07', 'WP-SES-08', 'WP-TRUST-07'],
+  applySendRefusal: ['WP-SES-06', 'WP-SES-07', 'WP-SES-08', 'WP-TRUST-07', 'WP-XPORT-08'],
   failSendWithServerError: ['WP-XPORT-04'],
   prepareSessionsFromBundles: ['WP-SES-03', 'WP-TRUST-06'],
   rejectMismatchedBundles: ['WP-TRUST-06'],
@@ -390,6 +392,10 @@ export function createDeviceMachine(env: Env) {
       },
       listRefreshedSinceParked: ({ context }) => context.inFlight?.listRefreshed === true,
       isRetryRequest: ({ context }) => context.inFlight?.envelope.type === 'retry-request',
+      retryNamesUnansweredSend: ({ context }) => {
+        const envelope = context.inFlight?.envelope;
+        return envelope !== undefined && retryNamesUnansweredSend(context, envelope.sender, envelope.bytes);
+      },
       ratchetDuplicate: ({ context }) => {
         const received = context.inFlight?.received;
         return (
@@ -871,6 +877,8 @@ export function createDeviceMachine(env: Env) {
               },
               dispatchType: {
                 always: [
+                  // WP-XPORT-07: not acknowledged, so the server redelivers it once the send is answered.
+                  { guard: and(['isRetryRequest', 'retryNamesUnansweredSend']), target: 'next' },
                   {
                     guard: 'isRetryRequest',
                     target: 'next',

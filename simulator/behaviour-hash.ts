@@ -6,4 +6,4 @@
  */
 
 /** The behaviour hash of this build's protocol sources. */
-export const BEHAVIOUR_HASH = '5a015a36232648ab41caf0969c4225153837a0ef22ac0a3e041ce39be5838996';
+export const BEHAVIOUR_HASH = 'abf211b49873bd336f630c1e0d1ceefad8c8d1657427cdb80118feb32681cc9d';

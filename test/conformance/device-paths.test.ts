@@ -377,6 +377,28 @@ const SCENARIOS: Readonly<Record<string, Scenario>> = {
     w.compareAll('after forgeries');
     return w;
   },
+
+  /** A retry request that overtakes the answer to the send it names waits for that answer [WP-XPORT-07]. */
+  overtaken(fired) {
+    const w = twoUsers(fired, 'device-paths/overtaken');
+    w.send('alice', ['bob'], 'hello');
+    w.sync();
+    w.sendQueued('alice', ['bob'], 'answer still on its way');
+    w.runUntilRequest('alice', 'send');
+    const held = w.takeRequest('alice', 'send');
+    if (held.request.kind !== 'send') throw new Error('no send');
+    const accepted = w.answerHonestly(held.request);
+    const retry: Envelope = {
+      ...garbageEnvelope(w, 92_001, { userId: 'bob', deviceId: 1 }, 'retry-request'),
+      bytes: encodeRetryRequest(held.request.messageId),
+    };
+    fetchWith(w, 'alice', [retry]);
+    w.respond('alice', held.requestId, accepted);
+    fetchWith(w, 'alice', [retry]);
+    w.sync();
+    w.compareAll('after the overtaken answer');
+    return w;
+  },
 };
 
 describe('path coverage: device machine against impl/device.ts', () => {

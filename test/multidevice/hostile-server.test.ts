@@ -169,7 +169,7 @@ describe('hostile answers to a send', () => {
     expect(mailboxDepth(w.server, { userId: 'alice', deviceId: 1 })).toBe(1);
   });
 
-  it('a rolled-back device list is refused (TRUST_LIST_ROLLBACK) [WP-TRUST-03]', () => {
+  it('a rolled-back device list in a refusal is refused (TRUST_LIST_ROLLBACK); the send goes again on the list held [WP-TRUST-03] [WP-XPORT-08]', () => {
     const w = setup('hostile-rollback');
     const registration = w.serverLog.find((e) => e.request.kind === 'register-account' && e.device === 'bob');
     if (registration?.request.kind !== 'register-account') throw new Error('no registration of bob');
@@ -179,8 +179,10 @@ describe('hostile answers to a send', () => {
       kind: 'refused',
       refusal: { kind: 'mismatched-devices', missing: [], extra: [2], deviceList: versionOne },
     });
-    expect(sendFailures(w, 'alice')).toEqual(['TRUST_LIST_ROLLBACK']);
     expect(device(w, 'alice').trust['bob']?.list?.devices.map((d) => d.deviceId)).toEqual([1, 2]);
+    sync(w);
+    expect(sendFailures(w, 'alice')).toEqual([]);
+    expectFannedOut(w, 'alice', 'bob', 'not to the old list');
     expectStillTalks(w, 'alice', 'bob', 'after rollback');
   });
 
