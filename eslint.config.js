@@ -4,7 +4,18 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/', 'docs/api/', 'dist/', 'coverage/', 'vectors/*.new.json'] },
+  {
+    ignores: [
+      'node_modules/',
+      'docs/api/',
+      'dist/',
+      'coverage/',
+      'vectors/*.new.json',
+      'viz/dist/',
+      'viz/fixtures/',
+      'viz/screenshots/',
+    ],
+  },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

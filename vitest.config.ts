@@ -11,6 +11,7 @@ export default defineConfig({
       'vectors/**/*.test.ts',
       'test/**/*.test.ts',
       'tools/**/*.test.ts',
+      'viz/**/*.test.ts',
     ],
     testTimeout: 120_000,
     hookTimeout: 120_000,

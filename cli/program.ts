@@ -1,6 +1,6 @@
 /**
- * The `lockstep` command line (commander): `sim`, `replay`, `diff`, `shrink`, `swarm` and
- * `check-determinism`. Every command parses its options, calls the simulator and prints; no
+ * The `lockstep` command line (commander): `sim`, `replay`, `diff`, `shrink`, `swarm`,
+ * `check-determinism` and `viz`. Every command parses its options, calls the simulator and prints; no
  * protocol logic lives here.
  *
  * Exit statuses: 0 success; 1 a check failed (a property was violated, the engines diverged, the
@@ -31,6 +31,7 @@ import { CliError, readTraceLines, traceDigest, writeTraceLines } from './io.js'
 import { CLI_CRYPTO, simulate, unavailableAsUsage } from './simulate.js';
 import { formatSummary, formatVerdict, passed } from './summary.js';
 import { DEFAULT_OUT_DIR, runSwarm } from './swarm.js';
+import { vizAction, type VizOptions } from './viz.js';
 
 const ENGINES: readonly EngineChoice[] = ['impl', 'model', 'both'];
 
@@ -382,6 +383,19 @@ export function buildProgram(): Command {
       `\nPresets:\n${presetHelp()}\n\nExit status: 0 byte-identical, 1 different (the first difference is printed).`,
     )
     .action((options: DeterminismOptions) => determinismAction(options));
+
+  program
+    .command('viz')
+    .description('serve the browser visualiser on 127.0.0.1 and print its URL (opening TRACE when given)')
+    .argument('[trace]', 'an NDJSON trace file to open')
+    .addOption(
+      new Option('--port <n>', 'port on 127.0.0.1 (0: any free port)')
+        .argParser(parseInteger('--port', 0))
+        .default(5178),
+    )
+    .option('--rebuild', 'rebuild the app even when a build exists', false)
+    .option('--dist <dir>', 'serve this build folder instead of viz/dist')
+    .action((trace: string | undefined, options: VizOptions) => vizAction(trace, options, say));
 
   return program;
 }

@@ -99,6 +99,40 @@ describe('layer rule', () => {
     ]);
   });
 
+  it('lets viz/src/ import spec/, simulator/, the machine JSON and WHITEPAPER.md, but no impl/, model/ or cli/ code', () => {
+    const violations = check({
+      'viz/src/app.ts': [
+        "import { runSimulation } from '../../simulator/run.js';",
+        "import { toHex } from '../../spec/hex.js';",
+        "import device from '../../model/diagrams/device.json?raw';",
+        "import paper from '../../WHITEPAPER.md?raw';",
+        "import { view } from './view.js';",
+        'export const all = [runSimulation, toHex, device, paper, view];',
+      ].join('\n'),
+      'viz/src/view.ts': EMPTY.replace('x', 'view'),
+      'viz/src/bad.ts': [
+        "import { deviceStep } from '../../impl/device.js';",
+        "import { machine } from '../../model/device.js';",
+        "import { simulate } from '../../cli/simulate.js';",
+        'export const all = [deviceStep, machine, simulate];',
+      ].join('\n'),
+      'viz/server/serve.ts': "import { run } from '../../impl/device.js';\nexport { run };\n",
+      'simulator/run.ts': EMPTY,
+      'spec/hex.ts': EMPTY,
+      'impl/device.ts': EMPTY,
+      'model/device.ts': EMPTY,
+      'model/diagrams/device.json': '{}\n',
+      'WHITEPAPER.md': '# w\n',
+      'cli/simulate.ts': EMPTY,
+    });
+    expect(violations.map((v) => `${v.rule} ${v.file}:${v.line}`)).toEqual([
+      'layer viz/src/bad.ts:1',
+      'layer viz/src/bad.ts:2',
+      'layer viz/src/bad.ts:3',
+    ]);
+    expect(violations[0]?.message).toContain('viz/src/ must not import impl/');
+  });
+
   it('allows the dependency rule: spec ← impl, spec ← model, both ← simulator ← cli; test and bench import anything', () => {
     const violations = check({
       'spec/a.ts': EMPTY,
@@ -257,6 +291,16 @@ describe('node-builtin rule', () => {
       'node-builtin simulator/a.ts',
       'node-builtin spec/a.ts',
     ]);
+  });
+
+  it('fires on Node built-ins in the browser code of viz/, not in its server or tests', () => {
+    const violations = check({
+      'viz/src/load.ts': "import { readFileSync } from 'node:fs';\nexport { readFileSync };\n",
+      'viz/server/serve.ts': "import { createServer } from 'node:http';\nexport { createServer };\n",
+      'viz/test/browser.test.ts': "import { spawn } from 'node:child_process';\nexport { spawn };\n",
+      'viz/src/timer.ts': 'export const h = setTimeout(() => undefined, 1);\n',
+    });
+    expect(violations.map((v) => `${v.rule} ${v.file}`)).toEqual(['node-builtin viz/src/load.ts']);
   });
 
   it('allows the node:crypto provider, tests, tools and the cli', () => {

@@ -16,8 +16,9 @@
  *   comment, a string or a method that merely shares the name does not count). The one allowed
  *   reader of the platform CSPRNG is `spec/csprng.ts`;
  * - **node-builtin**: a Node built-in module (`node:*`, `crypto`, `fs`, …) imported by a non-test
- *   file of spec/, impl/, model/ or simulator/, which must stay browser-safe. The one allowed
- *   importer is `spec/crypto/node.ts`, the node:crypto provider.
+ *   file of spec/, impl/, model/, simulator/ or viz/src/, which must stay browser-safe. The one
+ *   allowed importer is `spec/crypto/node.ts`, the node:crypto provider. (viz/server/ and the
+ *   visualiser's tests are Node tooling.)
  *
  * Usage: `npm run layers:check` (exit status 1 and a list on any violation). The test suite runs
  * {@link checkLayers} against the repository and against planted violations.
@@ -52,7 +53,14 @@ const ALLOWED_IMPORTS: Readonly<Record<string, readonly string[]>> = {
   impl: ['spec', 'impl'],
   model: ['spec', 'model'],
   simulator: ['spec', 'impl', 'model', 'simulator'],
+  'viz/src': ['spec', 'simulator', 'viz/src'],
 };
+
+/** Data files (not code) the visualiser's browser code may bundle as text. */
+const VIZ_DATA_FILES: readonly RegExp[] = [/^model\/diagrams\/[^/]+\.json$/, /^WHITEPAPER\.md$/];
+
+/** Browser code: no Node built-ins (but real timers are fine: it is a user interface). */
+const BROWSER_LAYERS = new Set(['viz/src']);
 
 /** Layers that must stay deterministic and browser-safe. */
 const PURE_LAYERS = new Set(['spec', 'impl', 'model', 'simulator']);
@@ -89,6 +97,11 @@ function isTestFile(relativePath: string): boolean {
 function topFolder(relativePath: string): string {
   const slash = relativePath.indexOf('/');
   return slash === -1 ? '' : relativePath.slice(0, slash);
+}
+
+/** The layer a path belongs to: its top folder, except the visualiser's browser code, `viz/src`. */
+function layerOf(relativePath: string): string {
+  return relativePath.startsWith('viz/src/') ? 'viz/src' : topFolder(relativePath);
 }
 
 /** Every source file under `rootDir`, as sorted POSIX paths relative to it. */
@@ -328,21 +341,24 @@ export function checkLayers(rootDir: string): Violation[] {
   const files = listSourceFiles(rootDir);
   for (const file of files) {
     const text = readFileSync(path.join(rootDir, file), 'utf8');
-    const layer = topFolder(file);
+    const layer = layerOf(file);
     const pure = PURE_LAYERS.has(layer) && !isTestFile(file);
+    const browser = (pure || BROWSER_LAYERS.has(layer)) && !isTestFile(file);
     const edges: string[] = [];
     const { importedFiles } = ts.preProcessFile(text, true, true);
     for (const reference of importedFiles) {
-      const specifier = reference.fileName;
+      // A bundler's query suffix (`./x.json?raw`) names the same file.
+      const specifier = reference.fileName.replace(/\?[^/]*$/, '');
       const line = lineOf(text, reference.pos);
       if (specifier.startsWith('.')) {
         const { target, exists } = resolveRelative(rootDir, file, specifier);
         if (exists && SOURCE_EXTENSIONS.some((ext) => target.endsWith(ext))) edges.push(target);
         const allowed = ALLOWED_IMPORTS[layer];
-        const targetLayer = topFolder(target);
+        const targetLayer = layerOf(target);
         // A layer's own tests may use the shared fixtures in test/support/ (test code sees everything).
         const testFixture = isTestFile(file) && target.startsWith('test/support/');
-        if (allowed !== undefined && !allowed.includes(targetLayer) && !testFixture) {
+        const vizData = layer === 'viz/src' && VIZ_DATA_FILES.some((pattern) => pattern.test(target));
+        if (allowed !== undefined && !allowed.includes(targetLayer) && !testFixture && !vizData) {
           violations.push({
             rule: 'layer',
             file,
@@ -362,7 +378,7 @@ export function checkLayers(rootDir: string): Violation[] {
           });
         }
       }
-      if (pure && file !== NODE_PROVIDER && isBuiltin(specifier)) {
+      if (browser && file !== NODE_PROVIDER && isBuiltin(specifier)) {
         violations.push({
           rule: 'node-builtin',
           file,
