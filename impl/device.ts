@@ -6,7 +6,8 @@
  * A device is a pure step function: `deviceStep(env, state, input, now) → { state, outputs }`. It
  * never talks to the network itself: every server request is an output (`request`, with an id), and
  * every server answer comes back as an input (`net.response`). Timers are inputs too
- * (`timer.resend`, `timer.poll-provisioning`), so a simulator owns time and the network.
+ * (`timer.resend`, `timer.poll-provisioning`, `timer.rotate-signed-prekey`), so a simulator owns
+ * time and the network.
  *
  * What it does:
  * - **Sending** (Sesame §3.3): for each recipient user (and one's own siblings, as a sync copy) an
@@ -22,10 +23,17 @@
  *   in the latest verified list (WP-TRUST-*). `server` mode is Sesame's original behaviour: the
  *   server's word is taken, so the simulator can show what the signature prevents.
  * - **Lifecycle**: a primary creates the account and the account key; it links new devices by QR
- *   provisioning and revokes devices by signing a list without them (WP-LIFE-*).
+ *   provisioning and revokes devices by signing a list without them (WP-LIFE-*). Every linked device
+ *   keeps its one-time prekeys stocked (WP-LIFE-06) and rotates its signed prekey when its rotation
+ *   timer fires, keeping retired ones for a grace period (WP-LIFE-07, WP-LIFE-08).
  * @module
  */
-import { MAX_DEVICES_PER_ACCOUNT, MAX_SEND_ATTEMPTS } from '../spec/constants.js';
+import {
+  MAX_DEVICES_PER_ACCOUNT,
+  MAX_SEND_ATTEMPTS,
+  MAX_SIGNED_PREKEYS,
+  SIGNED_PREKEY_GRACE_PERIOD,
+} from '../spec/constants.js';
 import { planted } from '../spec/bugs.js';
 import { equalBytes } from '../spec/bytes.js';
 import { encryptAttachment, decryptAttachment, type AttachmentPointer } from '../spec/attachment.js';
@@ -42,7 +50,15 @@ import {
 } from '../spec/device-list.js';
 import type { DeviceList, DeviceListEntry, SignedDeviceList } from '../spec/device-list-types.js';
 import type { Env } from '../spec/env.js';
-import { accept, reject, type ErrorCode, type ProtocolError, type Result } from '../spec/errors.js';
+import {
+  accept,
+  InvariantError,
+  reject,
+  UsageError,
+  type ErrorCode,
+  type ProtocolError,
+  type Result,
+} from '../spec/errors.js';
 import { toHex } from '../spec/hex.js';
 import {
   MAX_DEVICE_ID,
@@ -75,6 +91,7 @@ import {
   generateKyberPreKey,
   generateOneTimePreKey,
   generatePreKeyState,
+  generateSignedPreKey,
   type PreKeyState,
 } from './prekeys.js';
 import {
@@ -207,6 +224,16 @@ export type Lifecycle =
   | { readonly kind: 'linked' }
   | { readonly kind: 'revoked' };
 
+/**
+ * A signed prekey the server no longer hands out (WP-LIFE-08): still held, so PreKey messages made
+ * from bundles fetched earlier decrypt, until its grace period has passed.
+ */
+export interface RetiredSignedPreKey {
+  readonly keyId: number;
+  /** When the server confirmed it stores a newer signed prekey (the grace period starts here). */
+  readonly retiredAt: number;
+}
+
 /** A received envelope waiting for its sender's device list. */
 export interface ParkedEnvelope {
   readonly envelope: Envelope;
@@ -223,6 +250,8 @@ export interface DeviceState {
   readonly prekeys: PreKeyState;
   readonly nextPreKeyId: number;
   readonly nextKyberPreKeyId: number;
+  /** Signed prekeys in their grace period, oldest first (WP-LIFE-08); the newest is never retired. */
+  readonly retiredSignedPreKeys: readonly RetiredSignedPreKey[];
   /** Only the primary holds the account private key. */
   readonly accountPrivateKey: Uint8Array | null;
   readonly sesame: SesameState;
@@ -247,7 +276,16 @@ export type DeviceInput =
   | { readonly kind: 'net.fetch' }
   | { readonly kind: 'net.response'; readonly requestId: number; readonly response: ServerResponse }
   | { readonly kind: 'timer.resend' }
-  | { readonly kind: 'timer.poll-provisioning' };
+  | { readonly kind: 'timer.poll-provisioning' }
+  | {
+      /**
+       * WP-LIFE-07, WP-LIFE-08: the signed-prekey rotation timer fired (every
+       * SIGNED_PREKEY_ROTATION_INTERVAL in an application). `gracePeriod` (milliseconds, default
+       * SIGNED_PREKEY_GRACE_PERIOD) lets a simulation retire keys within a short run.
+       */
+      readonly kind: 'timer.rotate-signed-prekey';
+      readonly gracePeriod?: number;
+    };
 
 /** What a device tells the network and the user. */
 export type DeviceOutput =
@@ -337,6 +375,7 @@ function baseState(
     prekeys,
     nextPreKeyId: prekeys.oneTimePreKeys.length + 1,
     nextKyberPreKeyId: prekeys.kyberPreKeys.length + 1,
+    retiredSignedPreKeys: [],
     accountPrivateKey: null,
     sesame: emptySesameState(address),
     trust: {},
@@ -551,6 +590,17 @@ export function deviceStep(env: Env, state: DeviceState, input: DeviceInput, now
         );
       }
       break;
+    case 'timer.rotate-signed-prekey': {
+      const gracePeriod = input.gracePeriod ?? SIGNED_PREKEY_GRACE_PERIOD;
+      if (!Number.isSafeInteger(gracePeriod) || gracePeriod < 0)
+        throw new UsageError(`gracePeriod must be a non-negative safe integer, got ${gracePeriod}`);
+      // Only a linked device publishes prekeys; the timer is ignored in every other phase.
+      if (tx.state.lifecycle.kind === 'linked') {
+        deleteExpiredSignedPreKeys(tx, gracePeriod);
+        rotateSignedPreKey(tx);
+      }
+      break;
+    }
   }
   return { state: tx.state, outputs: tx.outputs };
 }
@@ -628,10 +678,14 @@ function onResponse(tx: Tx, requestId: number, response: ServerResponse): void {
       onRegistered(tx, response);
       return;
     case 'upload-prekeys':
-      if (response.kind === 'error')
+      if (response.kind === 'error') {
         emit(tx, { kind: 'error', context: 'upload-prekeys', error: serverError(response) });
+        return;
+      }
+      if (pending.request.kind === 'upload-prekeys')
+        retireSignedPreKeys(tx, pending.request.preKeys.signedPreKey.keyId);
       // WP-LIFE-06: keys used up while this upload was in flight are replenished now.
-      else replenishPreKeys(tx);
+      replenishPreKeys(tx);
       return;
     case 'device-list':
       onDeviceList(tx, purpose.userId, response);
@@ -1694,6 +1748,75 @@ function replenishPreKeys(tx: Tx): void {
     { kind: 'upload-prekeys' },
     { kind: 'upload-prekeys', device: ownAddress(tx.state), preKeys: upload },
   );
+}
+
+/**
+ * WP-LIFE-07: makes the next signed prekey (id: the newest one's plus one; draws as spec/draws.ts
+ * `rotateSignedPreKey`) and uploads it with the last-resort Kyber prekey and no one-time keys. With
+ * a prekey upload still in flight nothing happens until the next timer, so uploads reach the server
+ * one at a time and in key order (WP-SRV-28 covers copies the network delays).
+ */
+function rotateSignedPreKey(tx: Tx): void {
+  // WP-LIFE-07: one prekey upload at a time; the next timer rotates.
+  if (tx.state.pending.some((p) => p.purpose.kind === 'upload-prekeys')) return;
+  const prekeys = tx.state.prekeys;
+  const newest = prekeys.signedPreKeys[prekeys.signedPreKeys.length - 1];
+  if (newest === undefined) throw new InvariantError('a linked device holds a signed prekey');
+  const rotated = generateSignedPreKey(tx.env, prekeys.identityKeyPair, newest.keyId + 1);
+  let signedPreKeys = [...prekeys.signedPreKeys, rotated];
+  // WP-LIFE-07: at most MAX_SIGNED_PREKEYS are held; the oldest goes first, even within its grace.
+  if (signedPreKeys.length > MAX_SIGNED_PREKEYS) signedPreKeys = signedPreKeys.slice(-MAX_SIGNED_PREKEYS);
+  const held = new Set(signedPreKeys.map((k) => k.keyId));
+  const updated = { ...prekeys, signedPreKeys };
+  tx.state = {
+    ...tx.state,
+    prekeys: updated,
+    retiredSignedPreKeys: tx.state.retiredSignedPreKeys.filter((r) => held.has(r.keyId)),
+  };
+  const upload = preKeyUpload(updated, {
+    fromPreKeyId: tx.state.nextPreKeyId,
+    fromKyberId: tx.state.nextKyberPreKeyId,
+  });
+  issue(
+    tx,
+    { kind: 'upload-prekeys' },
+    { kind: 'upload-prekeys', device: ownAddress(tx.state), preKeys: upload },
+  );
+}
+
+/**
+ * WP-LIFE-08: the server confirmed an upload whose signed prekey has id `confirmedKeyId`, so it
+ * stores that key or a newer one (WP-SRV-28) and hands out no older one: every older signed prekey
+ * not yet retired starts its grace period now.
+ */
+function retireSignedPreKeys(tx: Tx, confirmedKeyId: number): void {
+  const retired = tx.state.retiredSignedPreKeys;
+  // WP-LIFE-08: the grace period of a key starts when a newer one is confirmed, not when it is made.
+  const newlyRetired = tx.state.prekeys.signedPreKeys
+    .filter((k) => k.keyId < confirmedKeyId && !retired.some((r) => r.keyId === k.keyId))
+    .map((k) => ({ keyId: k.keyId, retiredAt: tx.now }));
+  if (newlyRetired.length === 0) return;
+  // Keys held are in id order and every earlier retirement named smaller ids, so this stays sorted.
+  tx.state = { ...tx.state, retiredSignedPreKeys: [...retired, ...newlyRetired] };
+}
+
+/**
+ * WP-LIFE-08: deletes every retired signed prekey whose grace period has passed. A PreKey message
+ * naming one is then refused as naming an unknown signed prekey (WP-PQXDH-05).
+ */
+function deleteExpiredSignedPreKeys(tx: Tx, gracePeriod: number): void {
+  // WP-LIFE-08: a retired key is usable for exactly `gracePeriod` milliseconds after its retirement.
+  const expired = tx.state.retiredSignedPreKeys.filter((r) => tx.now - r.retiredAt >= gracePeriod);
+  if (expired.length === 0) return;
+  const gone = new Set(expired.map((r) => r.keyId));
+  tx.state = {
+    ...tx.state,
+    prekeys: {
+      ...tx.state.prekeys,
+      signedPreKeys: tx.state.prekeys.signedPreKeys.filter((k) => !gone.has(k.keyId)),
+    },
+    retiredSignedPreKeys: tx.state.retiredSignedPreKeys.filter((r) => !gone.has(r.keyId)),
+  };
 }
 
 // ---------------------------------------------------------------------------------------------

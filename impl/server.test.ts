@@ -44,6 +44,7 @@ import {
 } from './prekeys.js';
 import { decryptMessage, encryptMessage, processPreKeyBundle } from './session-record.js';
 import { encodeServerState } from './server-codec.js';
+import { abstractServer } from './server-abstract.js';
 import {
   currentDevices,
   droppedByRevocation,
@@ -816,6 +817,44 @@ describe('prekey directory', () => {
       kind: 'bundles',
       bundles: [{ preKeyId: 51, kyberPreKeyId: 60 }],
     });
+  });
+
+  it('upload-prekeys replaces the signed prekey only with a newer id; an older or equal one keeps the stored key [WP-SRV-28]', () => {
+    const env = { crypto: c, rng: seededRng('server-test/signed-prekey-order') };
+    const identity = b1.keys.identityKeyPair;
+    const upload = (keyId: number, oneTimePreKeyId?: number): ServerRequest => {
+      const signed = generateSignedPreKey(env, identity, keyId);
+      const oneTime = oneTimePreKeyId === undefined ? [] : [generateOneTimePreKey(env, oneTimePreKeyId)];
+      return {
+        kind: 'upload-prekeys',
+        device: b1.address,
+        preKeys: {
+          signedPreKey: { keyId, publicKey: signed.keyPair.publicKey, signature: signed.signature },
+          oneTimePreKeys: oneTime.map((k) => ({ keyId: k.keyId, publicKey: k.keyPair.publicKey })),
+          kyberPreKeys: [],
+        },
+      };
+    };
+    const served = (state: ServerState) => {
+      const response = bundlesOf(state, 'bob', [1]).response;
+      if (response.kind !== 'bundles') throw new Error('no bundle');
+      return { keyId: response.bundles[0]?.signedPreKeyId, publicKey: response.bundles[0]?.signedPreKey };
+    };
+    const newer = upload(9);
+    if (newer.kind !== 'upload-prekeys') throw new Error('fixture');
+    const afterNewer = ok(WORLD, newer);
+    const expected = { keyId: 9, publicKey: newer.preKeys.signedPreKey.publicKey };
+    expect(served(afterNewer)).toEqual(expected);
+    // A delayed copy of an older upload, or another key under the same id, leaves the stored key.
+    expect(served(ok(afterNewer, upload(8)))).toEqual(expected);
+    expect(served(ok(afterNewer, upload(9)))).toEqual(expected);
+    // The rest of an older upload is merged as WP-SRV-09 says.
+    const merged = ok(afterNewer, upload(3, 77));
+    expect(served(merged)).toEqual(expected);
+    const before = abstractServer(c, afterNewer).accounts.find((a) => a.userId === 'bob')?.devices[0];
+    const after = abstractServer(c, merged).accounts.find((a) => a.userId === 'bob')?.devices[0];
+    expect(after?.oneTimePreKeys).toBe((before?.oneTimePreKeys ?? 0) + 1);
+    expect(after?.signedPreKeyId).toBe(9);
   });
 
   it('upload-prekeys refuses ids already stored, totals over the limit and unknown devices [WP-SRV-09]', () => {

@@ -1,5 +1,5 @@
 /**
- * The honest server (WHITEPAPER.md, "Server", WP-SRV-01 … WP-SRV-26): accounts and their signed
+ * The honest server (WHITEPAPER.md, "Server", WP-SRV-01 … WP-SRV-28): accounts and their signed
  * device lists, the prekey directory, one mailbox per device, the provisioning relay for linking
  * and the attachment blob store, as plain data and one pure step function:
  *
@@ -516,8 +516,8 @@ function registeredPreKeys(upload: ValidatedUpload): Result<ServerPreKeys> {
 
 /**
  * WP-SRV-09: merges a replenishment into the stored directory: one-time keys appended (ids unique
- * against the stored ones, totals bounded), the signed prekey and, if present, the last-resort
- * Kyber prekey replaced.
+ * against the stored ones, totals bounded), the signed prekey replaced when its id is greater
+ * (WP-SRV-28) and, if present, the last-resort Kyber prekey replaced.
  */
 function replenishedPreKeys(stored: ServerPreKeys, upload: ValidatedUpload): Result<ServerPreKeys> {
   const oneTimePreKeys = [...stored.oneTimePreKeys, ...upload.oneTimePreKeys];
@@ -538,7 +538,11 @@ function replenishedPreKeys(stored: ServerPreKeys, upload: ValidatedUpload): Res
   ) {
     return reject('SERVER_PREKEY_DUPLICATE_ID', 'an uploaded prekey id is already stored');
   }
-  return accept({ signedPreKey: upload.signedPreKey, oneTimePreKeys, kyberPreKeys, lastResortKyberPreKey });
+  // WP-SRV-28: only a newer signed prekey replaces the stored one, so a delayed or duplicated older
+  // upload cannot bring back a key its device has retired and deleted (WP-LIFE-08).
+  const signedPreKey =
+    upload.signedPreKey.keyId > stored.signedPreKey.keyId ? upload.signedPreKey : stored.signedPreKey;
+  return accept({ signedPreKey, oneTimePreKeys, kyberPreKeys, lastResortKyberPreKey });
 }
 
 const EMPTY_MAILBOX: Mailbox = Object.freeze({ nextEnvelopeId: 1, envelopes: Object.freeze([]) });

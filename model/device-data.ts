@@ -97,6 +97,13 @@ export interface ModelPending {
   readonly purpose: ModelPurpose;
 }
 
+/** A signed prekey the server no longer hands out, kept for its grace period (WP-LIFE-08). */
+export interface ModelRetiredSignedPreKey {
+  readonly keyId: number;
+  /** When the server confirmed a newer signed prekey: the grace period runs from here. */
+  readonly retiredAt: number;
+}
+
 /** A received envelope waiting for its sender's device list (WP-TRUST-05). */
 export interface ModelParked {
   readonly envelope: Envelope;
@@ -148,6 +155,8 @@ export interface DeviceContext {
   readonly prekeys: ModelPreKeys;
   readonly nextPreKeyId: number;
   readonly nextKyberPreKeyId: number;
+  /** Retired signed prekeys still held, oldest first (WP-LIFE-08); never the newest one. */
+  readonly retiredSignedPreKeys: readonly ModelRetiredSignedPreKey[];
   readonly accountPrivateKey: Uint8Array | null;
   readonly sesame: ModelSesame;
   /** Trust entries, sorted by user id. */
@@ -180,7 +189,9 @@ export type ModelDeviceInput =
   | { readonly kind: 'net.fetch' }
   | { readonly kind: 'net.response'; readonly requestId: number; readonly response: ServerResponse }
   | { readonly kind: 'timer.resend' }
-  | { readonly kind: 'timer.poll-provisioning' };
+  | { readonly kind: 'timer.poll-provisioning' }
+  /** WP-LIFE-07/08: the rotation timer fired; `gracePeriod` defaults to SIGNED_PREKEY_GRACE_PERIOD. */
+  | { readonly kind: 'timer.rotate-signed-prekey'; readonly gracePeriod?: number };
 
 /** The machine's events: an input with its `type` and the time it happens. */
 export type DeviceEvent = {

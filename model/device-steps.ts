@@ -2,7 +2,7 @@
  * The device machine's decision helpers (model/device.ts): each is a pure step on a `Frame` (the
  * context so far and the outputs so far), named after what the whitepaper rule does. The machine's
  * guards and actions call them; nothing here knows about xstate. WHITEPAPER.md "Device lists and
- * trust" WP-TRUST-01..07, "Transport" WP-XPORT-01..08, "Device lifecycle" WP-LIFE-01..06, Sesame
+ * trust" WP-TRUST-01..07, "Transport" WP-XPORT-01..08, "Device lifecycle" WP-LIFE-01..08, Sesame
  * rev 2 §3.3 (the client's send loop) and §4.1 (retry requests).
  *
  * Written for model/ on spec/ and model/ only; the conformance suite replays the same inputs on
@@ -12,7 +12,7 @@
 import { decryptAttachment, encryptAttachment, type AttachmentPointer } from '../spec/attachment.js';
 import { planted } from '../spec/bugs.js';
 import { equalBytes } from '../spec/bytes.js';
-import { MAX_DEVICES_PER_ACCOUNT, MAX_SEND_ATTEMPTS } from '../spec/constants.js';
+import { MAX_DEVICES_PER_ACCOUNT, MAX_SEND_ATTEMPTS, MAX_SIGNED_PREKEYS } from '../spec/constants.js';
 import { checkContactLink, type ContactLink } from '../spec/contact-link.js';
 import {
   decodeDeviceList,
@@ -25,7 +25,14 @@ import {
 } from '../spec/device-list.js';
 import type { DeviceList, DeviceListEntry, SignedDeviceList } from '../spec/device-list-types.js';
 import type { Env } from '../spec/env.js';
-import { accept, reject, type ErrorCode, type ProtocolError, type Result } from '../spec/errors.js';
+import {
+  accept,
+  InvariantError,
+  reject,
+  type ErrorCode,
+  type ProtocolError,
+  type Result,
+} from '../spec/errors.js';
 import { toHex } from '../spec/hex.js';
 import {
   MAX_DEVICE_ID,
@@ -76,7 +83,12 @@ import {
   withoutUser,
   withUser,
 } from './sesame.js';
-import { drawKyberPreKey, drawOneTimePreKey, type ModelPreKeys } from './sesame-sessions.js';
+import {
+  drawKyberPreKey,
+  drawOneTimePreKey,
+  drawSignedPreKey,
+  type ModelPreKeys,
+} from './sesame-sessions.js';
 
 /** Received payload ids remembered to drop duplicates (WP-XPORT-02). */
 export const MODEL_MAX_SEEN = 4_096;
@@ -398,6 +410,87 @@ export function replenishPreKeys(f: Frame): void {
       preKeys: preKeyUploadOf(updated, { fromPreKeyId, fromKyberId }),
     },
   );
+}
+
+/** True while a prekey upload waits for its answer (uploads go one at a time, WP-LIFE-06/07). */
+export function preKeyUploadInFlight(ctx: DeviceContext): boolean {
+  return ctx.pending.some((p) => p.purpose.kind === 'upload-prekeys');
+}
+
+/**
+ * WP-LIFE-07: the next signed prekey (the newest id plus one; a key pair, then its signature's
+ * nonce), kept with at most MAX_SIGNED_PREKEYS held (the oldest goes first), and uploaded with the
+ * last-resort Kyber prekey and no one-time keys. The machine runs it only with no upload in flight.
+ */
+export function rotateSignedPreKey(f: Frame): void {
+  const prekeys = f.ctx.prekeys;
+  const newest = prekeys.signedPreKeys.at(-1);
+  if (newest === undefined) throw new InvariantError('a linked device holds a signed prekey');
+  const all = [...prekeys.signedPreKeys, drawSignedPreKey(f.env, prekeys.identityKeyPair, newest.keyId + 1)];
+  // WP-LIFE-07: the store is bounded; beyond MAX_SIGNED_PREKEYS the oldest key is deleted.
+  const signedPreKeys = all.length > MAX_SIGNED_PREKEYS ? all.slice(all.length - MAX_SIGNED_PREKEYS) : all;
+  const updated: ModelPreKeys = { ...prekeys, signedPreKeys };
+  f.ctx = {
+    ...f.ctx,
+    prekeys: updated,
+    retiredSignedPreKeys: f.ctx.retiredSignedPreKeys.filter((r) =>
+      signedPreKeys.some((k) => k.keyId === r.keyId),
+    ),
+  };
+  issueRequest(
+    f,
+    { kind: 'upload-prekeys' },
+    {
+      kind: 'upload-prekeys',
+      device: ownAddress(f.ctx),
+      preKeys: preKeyUploadOf(updated, {
+        fromPreKeyId: f.ctx.nextPreKeyId,
+        fromKyberId: f.ctx.nextKyberPreKeyId,
+      }),
+    },
+  );
+}
+
+/**
+ * WP-LIFE-08: deletes the retired signed prekeys whose grace period has run out by `f.now`; a
+ * PreKey message naming one is then refused as naming an unknown signed prekey (WP-PQXDH-05).
+ */
+export function deleteExpiredSignedPreKeys(f: Frame, gracePeriod: number): void {
+  // WP-LIFE-08: kept while younger than the grace period, counted from retirement.
+  const keep = f.ctx.retiredSignedPreKeys.filter((r) => f.now - r.retiredAt < gracePeriod);
+  if (keep.length === f.ctx.retiredSignedPreKeys.length) return;
+  const expired = f.ctx.retiredSignedPreKeys.filter((r) => !keep.includes(r)).map((r) => r.keyId);
+  f.ctx = {
+    ...f.ctx,
+    prekeys: {
+      ...f.ctx.prekeys,
+      signedPreKeys: f.ctx.prekeys.signedPreKeys.filter((k) => !expired.includes(k.keyId)),
+    },
+    retiredSignedPreKeys: keep,
+  };
+}
+
+/**
+ * WP-LIFE-06, WP-LIFE-08: the answer to a prekey upload. An error is reported. Success means the
+ * server now stores the uploaded signed prekey or a newer one (WP-SRV-28) and hands out nothing
+ * older, so every older signed prekey not yet retired starts its grace period; then one-time keys
+ * used up while the upload was in flight are replenished.
+ */
+export function confirmPreKeyUpload(f: Frame, pending: ModelPending, response: ServerResponse): void {
+  if (response.kind === 'error') {
+    say(f, { kind: 'error', context: 'upload-prekeys', error: serverErrorOf(response) });
+    return;
+  }
+  if (pending.request.kind === 'upload-prekeys') {
+    // WP-LIFE-08: a confirmed upload retires every older key held; its grace period starts now.
+    const confirmed = pending.request.preKeys.signedPreKey.keyId;
+    const retired = f.ctx.retiredSignedPreKeys;
+    const newlyRetired = f.ctx.prekeys.signedPreKeys
+      .filter((k) => k.keyId < confirmed && retired.every((r) => r.keyId !== k.keyId))
+      .map((k) => ({ keyId: k.keyId, retiredAt: f.now }));
+    if (newlyRetired.length > 0) f.ctx = { ...f.ctx, retiredSignedPreKeys: [...retired, ...newlyRetired] };
+  }
+  replenishPreKeys(f);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1392,10 +1485,7 @@ export function answerWhileNotLinked(f: Frame, pending: ModelPending, response: 
       else markLinked(f);
       return;
     case 'upload-prekeys':
-      if (response.kind === 'error')
-        say(f, { kind: 'error', context: 'upload-prekeys', error: serverErrorOf(response) });
-      else replenishPreKeys(f);
-      return;
+      return confirmPreKeyUpload(f, pending, response);
     case 'device-list':
       applyServedDeviceList(f, purpose.userId, response);
       // Nothing is parked unless linked, so there is nothing to decide before the sends move on.

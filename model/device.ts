@@ -1,7 +1,7 @@
 /**
  * The device machine: one client device's lifecycle and its Sesame device-sync behaviour as an
  * explicit XState v5 machine (WHITEPAPER.md "Sesame" WP-SES-*, "Device lists and trust"
- * WP-TRUST-01..07, "Transport" WP-XPORT-01..08, "Device lifecycle" WP-LIFE-01..06, "Linking a
+ * WP-TRUST-01..07, "Transport" WP-XPORT-01..08, "Device lifecycle" WP-LIFE-01..08, "Linking a
  * device" WP-LINK-*, "Attachments" WP-ATT-*; Signal *Sesame* rev 2 §3.3–§4.1).
  *
  * This is the second, independent encoding of the device rules (the first is impl/device.ts); it
@@ -36,14 +36,14 @@ import { and, createActor, enqueueActions, not, setup, type Actor } from 'xstate
 import type { AttachmentPointer } from '../spec/attachment.js';
 import { planted } from '../spec/bugs.js';
 import { equalBytes } from '../spec/bytes.js';
-import { MAX_SEND_ATTEMPTS } from '../spec/constants.js';
+import { MAX_SEND_ATTEMPTS, SIGNED_PREKEY_GRACE_PERIOD } from '../spec/constants.js';
 import type { ContactLink } from '../spec/contact-link.js';
 import type { CryptoProvider } from '../spec/crypto/provider.js';
 import type { DeviceAbstract } from '../spec/device-abstract.js';
 import { signDeviceList } from '../spec/device-list.js';
 import type { DeviceList } from '../spec/device-list-types.js';
 import type { Env } from '../spec/env.js';
-import { reject } from '../spec/errors.js';
+import { reject, UsageError } from '../spec/errors.js';
 import { PRIMARY_DEVICE_ID, type DeviceId, type UserId } from '../spec/identity.js';
 import { fingerprint, generateKeyPair } from '../spec/keys.js';
 import { decodePayload } from '../spec/payload.js';
@@ -72,7 +72,9 @@ import {
   applyServedDeviceList,
   blankTrust,
   bundlesMatchList,
+  confirmPreKeyUpload,
   decryptDownloadedAttachment,
+  deleteExpiredSignedPreKeys,
   EC_PREKEY_BATCH,
   entryForPurpose,
   failSendExhausted,
@@ -91,6 +93,7 @@ import {
   pendingFor,
   pinContactLink,
   pollRelay,
+  preKeyUploadInFlight,
   prepareSessionsFromBundles,
   putTrust,
   queueUserMessage,
@@ -107,6 +110,7 @@ import {
   retryListAfterBundleFailure,
   retryNamesUnansweredSend,
   revocableDevice,
+  rotateSignedPreKey,
   say,
   sayError,
   sendProvisionMessage,
@@ -169,6 +173,7 @@ export const RULES: Readonly<Record<string, readonly WhitepaperRuleId[]>> = Obje
   payloadAlreadySeen: ['WP-XPORT-02'],
   syncCopyFromOtherAccount: ['WP-TRUST-05'],
   drainingFetch: ['WP-SES-11'],
+  preKeyUploadInFlight: ['WP-LIFE-07'],
   // actions
   registerAccount: ['WP-LIFE-01'],
   markLinked: ['WP-LIFE-01', 'WP-LIFE-03'],
@@ -194,7 +199,9 @@ export const RULES: Readonly<Record<string, readonly WhitepaperRuleId[]>> = Obje
   reportFetchFailure: ['WP-LIFE-04'],
   applyServedDeviceList: ['WP-TRUST-02', 'WP-TRUST-03', 'WP-TRUST-04', 'WP-TRUST-07', 'WP-XPORT-03'],
   queueParkedEnvelopes: ['WP-TRUST-05'],
-  confirmPreKeyUpload: ['WP-LIFE-06'],
+  confirmPreKeyUpload: ['WP-LIFE-06', 'WP-LIFE-08'],
+  deleteExpiredSignedPreKeys: ['WP-LIFE-08'],
+  rotateSignedPreKey: ['WP-LIFE-07'],
   sendProvisionMessage: ['WP-LIFE-03', 'WP-LINK-04'],
   acceptRevocationList: ['WP-LIFE-04'],
   reportProvisionPut: ['WP-LIFE-03'],
@@ -431,6 +438,8 @@ export function createDeviceMachine(env: Env) {
         );
       },
       drainingFetch: ({ context }) => context.drain?.kind === 'fetch',
+      // WP-LIFE-07: uploads go one at a time, so a rotation waits for the next timer.
+      preKeyUploadInFlight: ({ context }) => preKeyUploadInFlight(context),
     },
     actions: {
       registerAccount: step((f) => {
@@ -513,12 +522,16 @@ export function createDeviceMachine(env: Env) {
         const mine = f.ctx.parked.filter((p) => p.envelope.sender.userId === drain.userId);
         f.ctx = { ...f.ctx, inbox: mine, acked: [], drain: { ...drain, count: mine.length } };
       }),
-      confirmPreKeyUpload: answer((f, _p, response) => {
-        if (response.kind === 'error')
-          say(f, { kind: 'error', context: 'upload-prekeys', error: serverErrorOf(response) });
-        // WP-LIFE-06: keys used while this upload was in flight are replenished now.
-        else replenishPreKeys(f);
+      // WP-LIFE-06: keys used while the upload was in flight are replenished; WP-LIFE-08: older
+      // signed prekeys are retired once the server confirms a newer one.
+      confirmPreKeyUpload: answer((f, pending, response) => confirmPreKeyUpload(f, pending, response)),
+      // WP-LIFE-08: retired signed prekeys past their grace period are deleted.
+      deleteExpiredSignedPreKeys: step((f, event) => {
+        if (event.type === 'timer.rotate-signed-prekey')
+          deleteExpiredSignedPreKeys(f, event.gracePeriod ?? SIGNED_PREKEY_GRACE_PERIOD);
       }),
+      // WP-LIFE-07: the next signed prekey, uploaded at once.
+      rotateSignedPreKey: step((f) => rotateSignedPreKey(f)),
       sendProvisionMessage: answer((f, pending, response) => {
         if (pending.purpose.kind === 'link') sendProvisionMessage(f, pending.purpose, response);
       }),
@@ -787,6 +800,10 @@ export function createDeviceMachine(env: Env) {
                 { actions: 'rejectUnknownDevice' },
               ],
               'net.fetch': [{ guard: 'fetchInFlight' }, { actions: 'fetchMailbox' }],
+              'timer.rotate-signed-prekey': [
+                { guard: 'preKeyUploadInFlight', actions: 'deleteExpiredSignedPreKeys' },
+                { actions: ['deleteExpiredSignedPreKeys', 'rotateSignedPreKey'] },
+              ],
               'net.response': [
                 { guard: not('responseAwaited') },
                 // Fetched envelopes go through the receive pipeline one by one.
@@ -1017,6 +1034,7 @@ function baseContext(
     prekeys,
     nextPreKeyId: prekeys.oneTimePreKeys.length + 1,
     nextKyberPreKeyId: prekeys.kyberPreKeys.length + 1,
+    retiredSignedPreKeys: [],
     accountPrivateKey: null,
     sesame: newSesame({ userId, deviceId }),
     trust: [],
@@ -1063,6 +1081,12 @@ function startRunner(
   const runner: DeviceModelRunner = {
     actor,
     step(deviceInput, now) {
+      // A caller's grace period is checked before the machine sees it, as impl/ checks it.
+      if (deviceInput.kind === 'timer.rotate-signed-prekey') {
+        const gracePeriod = deviceInput.gracePeriod ?? SIGNED_PREKEY_GRACE_PERIOD;
+        if (!Number.isSafeInteger(gracePeriod) || gracePeriod < 0)
+          throw new UsageError(`gracePeriod must be a non-negative safe integer, got ${gracePeriod}`);
+      }
       collected = [];
       const { kind, ...fields } = deviceInput;
       recorder.begin(actor, actor.getSnapshot().value);
@@ -1213,6 +1237,8 @@ export function abstractDeviceOf(c: CryptoProvider, context: DeviceContext): Dev
     parkedEnvelopeIds: context.parked.map((p) => p.envelope.envelopeId),
     oneTimePreKeyIds: context.prekeys.oneTimePreKeys.map((k) => k.keyId),
     kyberPreKeyIds: context.prekeys.kyberPreKeys.map((k) => k.keyId),
+    signedPreKeyIds: context.prekeys.signedPreKeys.map((k) => k.keyId),
+    retiredSignedPreKeyIds: context.retiredSignedPreKeys.map((r) => r.keyId),
   };
 }
 

@@ -793,6 +793,22 @@ describe('prekeys and bundles', () => {
     });
   });
 
+  it('replaces the signed prekey only with a greater id; an older upload still adds its one-time keys [WP-SRV-28]', () => {
+    const runner = world();
+    expectOk(runner, replenish(a1, { ...base, signedPreKey: { ...own.signedPreKey, keyId: 9 } }));
+    expectOk(
+      runner,
+      replenish(a1, {
+        ...base,
+        signedPreKey: { ...own.signedPreKey, keyId: 4 },
+        oneTimePreKeys: [{ keyId: 3, publicKey: oneTime.publicKey }],
+      }),
+    );
+    expectOk(runner, replenish(a1, { ...base, signedPreKey: { ...own.signedPreKey, keyId: 9 } }));
+    expect(deviceAbstract(runner, a1.address)).toMatchObject({ signedPreKeyId: 9, oneTimePreKeys: 3 });
+    expect(bundles(runner, 'alice', [1])[0]?.signedPreKeyId).toBe(9);
+  });
+
   it('hands out each one-time prekey once, oldest first, then bundles without one [WP-SRV-13]', () => {
     const runner = world();
     const ids = [1, 2, 3].map(() => bundles(runner, 'alice', [1, 2]).map((b) => b.preKeyId));

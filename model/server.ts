@@ -1,6 +1,6 @@
 /**
  * The honest server as an explicit XState machine (WHITEPAPER.md, "Server (SRV)", WP-SRV-01 …
- * WP-SRV-27): model/'s own encoding of the server rules, written on spec/ alone and checked
+ * WP-SRV-28): model/'s own encoding of the server rules, written on spec/ alone and checked
  * against impl/server.ts by the conformance suites (test/conformance/), which replay the same
  * requests on both engines and require identical responses and identical abstract state
  * (spec/server-abstract.ts).
@@ -831,7 +831,7 @@ export const RULES: Readonly<Record<string, readonly WhitepaperRuleId[]>> = Obje
   createAccount: ['WP-SRV-05', 'WP-SRV-08'],
   resetAccount: ['WP-SRV-06', 'WP-SRV-11', 'WP-SRV-19'],
   registerLinkedDevice: ['WP-SRV-07', 'WP-SRV-08'],
-  replenishPreKeys: ['WP-SRV-09'],
+  replenishPreKeys: ['WP-SRV-09', 'WP-SRV-28'],
   revokeRemovedDevices: ['WP-SRV-11'],
   installDeviceList: ['WP-SRV-10'],
   answerDeviceList: ['WP-SRV-12'],
@@ -1503,7 +1503,12 @@ export function createServerMachine(env: ServerMachineEnv) {
         const lastResort = upload.kyberPreKeys.find((key) => key.lastResort);
         const replenished: ModelDevice = {
           ...device,
-          signedPreKey: storedSignedPreKey(upload.signedPreKey),
+          // WP-SRV-28: an older or equal signed prekey id keeps the stored key (a delayed copy of an
+          // earlier upload must not bring back a key the device retired).
+          signedPreKey:
+            upload.signedPreKey.keyId > device.signedPreKey.keyId
+              ? storedSignedPreKey(upload.signedPreKey)
+              : device.signedPreKey,
           oneTimePreKeys: [
             ...device.oneTimePreKeys,
             ...upload.oneTimePreKeys.map((key) => ({

@@ -126,6 +126,17 @@ export function drawOneTimePreKey(env: Env, keyId: number): ModelPreKeys['oneTim
   return { keyId, keyPair: generateKeyPair(env.crypto, env.rng) };
 }
 
+/** A signed prekey: its key pair, then the XEdDSA nonce of its signature over the 33-byte encoding. */
+export function drawSignedPreKey(
+  env: Env,
+  identity: KeyPair,
+  keyId: number,
+): ModelPreKeys['signedPreKeys'][number] {
+  const keyPair = generateKeyPair(env.crypto, env.rng);
+  const signature = xeddsaSign(env.crypto, identity.privateKey, keyPair.publicKey, env.rng.randomBytes(64));
+  return { keyId, keyPair, signature };
+}
+
 /** A signed Kyber prekey: keygen seed, then the XEdDSA nonce of its signature. */
 export function drawKyberPreKey(
   env: Env,

@@ -86,6 +86,17 @@ export interface WorkloadConfig {
   readonly diurnal: boolean;
 }
 
+/**
+ * Signed prekey rotation during a run (WP-LIFE-07, WP-LIFE-08): every linked device's rotation
+ * timer fires every `interval` ticks from its link, and retired keys are deleted once `gracePeriod`
+ * ticks have passed. Applications use SIGNED_PREKEY_ROTATION_INTERVAL and SIGNED_PREKEY_GRACE_PERIOD
+ * (days); a run of a few minutes needs shorter ones to rotate at all.
+ */
+export interface SignedPreKeyRotationConfig {
+  readonly interval: number;
+  readonly gracePeriod: number;
+}
+
 /** A complete, self-describing run configuration (what a trace header records). */
 export interface SimConfig {
   readonly preset: string | null;
@@ -104,6 +115,8 @@ export interface SimConfig {
   /** Device polling and resend intervals (ticks). */
   readonly pollInterval: number;
   readonly resendInterval: number;
+  /** Signed prekey rotation; absent: devices never rotate (no preset runs long enough to need it). */
+  readonly signedPreKeyRotation?: SignedPreKeyRotationConfig;
 }
 
 /**

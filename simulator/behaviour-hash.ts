@@ -6,4 +6,4 @@
  */
 
 /** The behaviour hash of this build's protocol sources. */
-export const BEHAVIOUR_HASH = 'abf211b49873bd336f630c1e0d1ceefad8c8d1657427cdb80118feb32681cc9d';
+export const BEHAVIOUR_HASH = '922bf25b6d51cda9304874437db5a43842466e71f80c02ba3c444df0237685fb';

@@ -232,6 +232,8 @@ export function abstractImplDevice(
     parkedEnvelopeIds: state.parked.map((p) => p.envelope.envelopeId),
     oneTimePreKeyIds: state.prekeys.oneTimePreKeys.map((k) => k.keyId),
     kyberPreKeyIds: state.prekeys.kyberPreKeys.map((k) => k.keyId),
+    signedPreKeyIds: state.prekeys.signedPreKeys.map((k) => k.keyId),
+    retiredSignedPreKeyIds: state.retiredSignedPreKeys.map((r) => r.keyId),
   };
 }
 

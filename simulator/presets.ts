@@ -14,6 +14,10 @@
  * `quiet` is `smoke` without faults. `peak-day` is one simulated day (1 tick = 1 ms) with a diurnal
  * send curve, 10 one-time EC and 2 one-time Kyber prekeys per device, the impl engine and a summary
  * trace.
+ *
+ * No preset rotates signed prekeys (WP-LIFE-07): an application rotates every 2 days, longer than
+ * any preset runs. A scenario file's or {@link PresetOptions}' `signedPreKeyRotation` turns rotation
+ * on with timings short enough for a run.
  * @module
  */
 import type { BugName } from '../spec/bugs.js';
@@ -169,6 +173,8 @@ export interface PresetOptions {
   readonly workload?: Partial<WorkloadConfig>;
   readonly traceMode?: SimConfig['traceMode'];
   readonly deviceListAuth?: SimConfig['deviceListAuth'];
+  /** Signed prekey rotation (WP-LIFE-07); no preset turns it on. */
+  readonly signedPreKeyRotation?: SimConfig['signedPreKeyRotation'];
 }
 
 /** The configuration of `preset` for one seed. */
@@ -186,6 +192,9 @@ export function presetConfig(preset: PresetName, seed: number, options: PresetOp
     traceMode: options.traceMode ?? body.traceMode,
     pollInterval: body.pollInterval,
     resendInterval: body.resendInterval,
+    ...(options.signedPreKeyRotation === undefined
+      ? {}
+      : { signedPreKeyRotation: options.signedPreKeyRotation }),
   };
 }
 

@@ -12,7 +12,8 @@
  *    revocations, reinstalls; partitions, offline windows, server crashes, state losses,
  *    rollbacks) plus per-packet network faults. Devices poll every `pollInterval`, are pushed a
  *    fetch when the server stores a message for them, and resend unanswered requests every
- *    `resendInterval` while they have work. The simulated users acknowledge key changes and
+ *    `resendInterval` while they have work. With `signedPreKeyRotation` set, each linked device's
+ *    rotation timer fires every `interval` ticks from its link while it is online (WP-LIFE-07). The simulated users acknowledge key changes and
  *    download attachments they receive.
  * 3. **Liveness phase**: at `durationTicks` everything heals (no loss, duplication, tampering or
  *    extra delay; partitions and offline windows end; the server is up) and the run must converge
@@ -102,6 +103,7 @@ type QEvent =
   | { readonly kind: 'poll'; readonly install: string }
   | { readonly kind: 'resend'; readonly install: string }
   | { readonly kind: 'provision-poll'; readonly install: string }
+  | { readonly kind: 'rotate'; readonly install: string }
   | { readonly kind: 'user'; readonly install: string; readonly input: DeviceInput }
   | { readonly kind: 'contacts'; readonly install: string }
   | { readonly kind: 'admin'; readonly user: UserId }
@@ -369,6 +371,17 @@ class Simulation {
         this.queue.push(this.t + this.provisionInterval, { kind: 'provision-poll', install: install.name });
         return false;
       }
+      case 'rotate': {
+        // WP-LIFE-07: the device's signed-prekey rotation timer, while it stays linked.
+        const rotation = this.config.signedPreKeyRotation;
+        const install = this.installs.get(e.install);
+        if (rotation === undefined || install === undefined || !install.alive || this.epochMode) return false;
+        if (install.engine.lifecycle() !== 'linked') return false;
+        if (this.online(install))
+          this.step(install, { kind: 'timer.rotate-signed-prekey', gracePeriod: rotation.gracePeriod });
+        this.queue.push(this.t + rotation.interval, { kind: 'rotate', install: install.name });
+        return false;
+      }
       case 'user': {
         const install = this.installs.get(e.install);
         if (install === undefined || !install.alive) return false;
@@ -592,6 +605,10 @@ class Simulation {
     this.queue.push(this.t + 1, { kind: 'contacts', install: install.name });
     const offset = this.streams.network.int(this.config.pollInterval) + 1;
     this.queue.push(this.t + offset, { kind: 'poll', install: install.name });
+    // Devices link at different times, so their rotation timers are staggered without a draw.
+    const rotation = this.config.signedPreKeyRotation;
+    if (rotation !== undefined)
+      this.queue.push(this.t + rotation.interval, { kind: 'rotate', install: install.name });
     const rec = this.users.get(install.user);
     if (rec !== undefined && rec.primary === install.name) {
       this.queue.push(this.t + 1, { kind: 'admin', user: rec.id });

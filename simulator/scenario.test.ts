@@ -34,6 +34,16 @@ describe('scenario files', () => {
     expect(result.latency.count).toBe(3);
   });
 
+  it('a scenario turns signed prekey rotation on; a rotation without a grace period is refused [WP-LIFE-07]', () => {
+    const rotation = { interval: 5_000, gracePeriod: 12_000 };
+    const loaded = loadScenario({ preset: 'smoke', signedPreKeyRotation: rotation }, { seed: 1 });
+    expect(loaded.ok && loaded.config.signedPreKeyRotation).toEqual(rotation);
+    const plain = loadScenario({ preset: 'smoke' }, { seed: 1 });
+    expect(plain.ok && 'signedPreKeyRotation' in plain.config).toBe(false);
+    const missing = loadScenario({ preset: 'smoke', signedPreKeyRotation: { interval: 5_000 } }, { seed: 1 });
+    expect(missing.ok).toBe(false);
+  });
+
   it('an invalid scenario is refused with the paths of its errors', () => {
     const loaded = loadScenario({ preset: 'smoke', faults: { loss: 2 }, extra: 1 }, { seed: 1 });
     expect(loaded.ok).toBe(false);

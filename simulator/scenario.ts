@@ -63,6 +63,15 @@ export const SCENARIO_SCHEMA = {
     livenessBound: { type: 'integer', minimum: 1 },
     pollInterval: { type: 'integer', minimum: 1 },
     resendInterval: { type: 'integer', minimum: 1 },
+    signedPreKeyRotation: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['interval', 'gracePeriod'],
+      properties: {
+        interval: { type: 'integer', minimum: 1 },
+        gracePeriod: { type: 'integer', minimum: 0 },
+      },
+    },
     workload: {
       type: 'object',
       additionalProperties: false,
@@ -158,6 +167,7 @@ export function loadScenario(json: unknown, options: ScenarioOptions): ScenarioL
     readonly livenessBound?: number;
     readonly pollInterval?: number;
     readonly resendInterval?: number;
+    readonly signedPreKeyRotation?: SimConfig['signedPreKeyRotation'];
     readonly workload?: Partial<SimConfig['workload']>;
     readonly faults?: Partial<FaultConfig>;
     readonly schedule?: readonly ScheduleEntry[];
@@ -180,6 +190,7 @@ export function loadScenario(json: unknown, options: ScenarioOptions): ScenarioL
     livenessBound: file.livenessBound ?? base.livenessBound,
     pollInterval: file.pollInterval ?? base.pollInterval,
     resendInterval: file.resendInterval ?? base.resendInterval,
+    ...(file.signedPreKeyRotation === undefined ? {} : { signedPreKeyRotation: file.signedPreKeyRotation }),
   };
   const schedule = file.schedule === undefined ? null : [...file.schedule].sort((a, b) => a.t - b.t);
   return { ok: true, config, schedule };

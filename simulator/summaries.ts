@@ -39,6 +39,10 @@ export function summarizeInput(input: DeviceInput): Record<string, unknown> {
       return { kind: input.kind, blobId: input.pointer.blobId, size: input.pointer.size };
     case 'net.response':
       return { kind: input.kind, requestId: input.requestId, response: summarizeResponse(input.response) };
+    case 'timer.rotate-signed-prekey':
+      return input.gracePeriod === undefined
+        ? { kind: input.kind }
+        : { kind: input.kind, gracePeriod: input.gracePeriod };
     default:
       return { kind: input.kind };
   }

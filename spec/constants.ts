@@ -147,6 +147,34 @@ export const MAX_CONTENT_TYPE_LENGTH = 255;
 export const MAX_LATENCY_MS = 30 * 24 * 60 * 60 * 1000;
 
 /**
+ * WP-LIFE-07: how often a linked device replaces its signed prekey: 2 days, the interval of Signal's
+ * signed-prekey rotation job. The timer belongs to the caller (an application's scheduler, the
+ * simulator), which fires `timer.rotate-signed-prekey` at this interval; the device rotates each time
+ * it fires. Rotation bounds how long one signed prekey is published, and with it how long a stolen
+ * one lets an attacker impersonate anyone to this device (key-compromise impersonation,
+ * Kobeissi–Bhargavan–Blanchet 2017) or have a PreKey message without a one-time prekey accepted.
+ */
+export const SIGNED_PREKEY_ROTATION_INTERVAL = 2 * 24 * 60 * 60 * 1000;
+
+/**
+ * WP-LIFE-08: how long a retired signed prekey is still accepted: 30 days from the server's
+ * confirmation that it stores a newer one (the archive age of Signal's clients). From that
+ * confirmation on the server hands out no bundle naming the retired key, so only PreKey messages
+ * made from bundles fetched earlier can still name it, and Sesame treats a message not delivered
+ * within MAXLATENCY (`MAX_LATENCY_MS`, also 30 days) as lost. A shorter grace would strand messages
+ * the network is still allowed to deliver; a longer one keeps a stolen key useful for longer.
+ */
+export const SIGNED_PREKEY_GRACE_PERIOD = MAX_LATENCY_MS;
+
+/**
+ * WP-LIFE-07: signed prekeys a device holds at most; beyond this the oldest is deleted even within
+ * its grace period. Rotating every 2 days with a 30-day grace keeps 16 (the current key and 15
+ * retired ones); twice that leaves room for slow confirmations and a caller whose timer runs fast,
+ * while a runaway timer still cannot grow the store without bound.
+ */
+export const MAX_SIGNED_PREKEYS = 32;
+
+/**
  * Sesame §3.3, §6.5: attempts of the send loop per recipient user. An honest server needs at most
  * three (mismatched devices, then stale devices, then accept) unless devices change meanwhile.
  */

@@ -60,6 +60,10 @@ export interface DeviceAbstract {
   readonly oneTimePreKeyIds: readonly number[];
   /** Kyber prekey ids still held (one-time and last resort), in order. */
   readonly kyberPreKeyIds: readonly number[];
+  /** Signed prekey ids still held, oldest first; the last is the one published (WP-LIFE-07). */
+  readonly signedPreKeyIds: readonly number[];
+  /** Held signed prekeys the server no longer hands out, oldest first: in their grace period (WP-LIFE-08). */
+  readonly retiredSignedPreKeyIds: readonly number[];
 }
 
 /** Device id type re-exported for projections. */

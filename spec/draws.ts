@@ -38,6 +38,11 @@ export const DRAWS = Object.freeze({
     { purpose: 'X25519 private key', bytes: 32 },
     { purpose: 'XEdDSA nonce Z', bytes: 64 },
   ],
+  /** WP-LIFE-07: a signed prekey rotation draws exactly what a new signed prekey draws. */
+  rotateSignedPreKey: [
+    { purpose: 'X25519 private key', bytes: 32 },
+    { purpose: 'XEdDSA nonce Z', bytes: 64 },
+  ],
   /** A Kyber prekey: its key pair seed, then the XEdDSA nonce of its signature. */
   generateKyberPreKey: [
     { purpose: 'Kyber-1024 keygen seed d‖z', bytes: 64 },

@@ -1,6 +1,6 @@
 /**
  * The abstract projection of the honest server's state (WHITEPAPER.md, "Server (SRV)",
- * WP-SRV-01 … WP-SRV-27) that both engines report: impl/ from its plain `ServerState`
+ * WP-SRV-01 … WP-SRV-28) that both engines report: impl/ from its plain `ServerState`
  * (impl/server-abstract.ts), model/ from the server machine's context (model/server.ts). The
  * conformance suite compares the two after every request, so everything here is canonical:
  * accounts by user id, devices by device id, keys as fingerprints (spec/keys.ts `fingerprint`),
@@ -19,7 +19,7 @@ export interface ServerDeviceAbstract {
   readonly mailboxDepth: number;
   /** The envelope id the next accepted copy gets (ids increase per mailbox, WP-SRV-21). */
   readonly nextEnvelopeId: number;
-  /** Key id of the stored signed prekey (replaced by each upload, WP-SRV-09). */
+  /** Key id of the stored signed prekey (replaced by a newer one, WP-SRV-09, WP-SRV-28). */
   readonly signedPreKeyId: number;
   /** One-time EC prekeys left (≤ MAX_ONE_TIME_PREKEYS, WP-SRV-08, WP-SRV-13). */
   readonly oneTimePreKeys: number;

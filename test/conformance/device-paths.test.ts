@@ -399,6 +399,21 @@ const SCENARIOS: Readonly<Record<string, Scenario>> = {
     w.compareAll('after the overtaken answer');
     return w;
   },
+
+  /** Signed prekey rotation: a timer with an upload in flight only deletes, otherwise it rotates [WP-LIFE-07] [WP-LIFE-08]. */
+  rotation(fired) {
+    const w = twoUsers(fired, 'device-paths/rotation');
+    w.input('bob', { kind: 'timer.rotate-signed-prekey', gracePeriod: 1_000 });
+    w.input('bob', { kind: 'timer.rotate-signed-prekey', gracePeriod: 1_000 });
+    w.run();
+    w.now += 1_000;
+    w.input('bob', { kind: 'timer.rotate-signed-prekey', gracePeriod: 1_000 });
+    w.run();
+    w.send('alice', ['bob'], 'after two rotations');
+    w.sync();
+    w.compareAll('after rotations');
+    return w;
+  },
 };
 
 describe('path coverage: device machine against impl/device.ts', () => {

@@ -10,7 +10,9 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { nodeProvider } from '../../spec/crypto/node.js';
 import { signDeviceList } from '../../spec/device-list.js';
+import { UsageError } from '../../spec/errors.js';
 import { seededRng } from '../../spec/rng.js';
+import { deviceStep } from '../../impl/device.js';
 import { createDeviceMachine } from '../../model/device.js';
 import { ACTIONS_RUN, TwinWorld, type TwinFault } from './device-twin.js';
 
@@ -381,10 +383,83 @@ describe('device machine conforms to impl/device.ts', () => {
     w.compareAll('after garbage provision');
   });
 
+  it('signed prekey rotation: a PreKey message made before it decrypts within the grace period [WP-LIFE-07] [WP-LIFE-08]', () => {
+    const w = new TwinWorld('conf-rotation-grace');
+    w.createAccount('alice', 'alice');
+    w.createAccount('bob', 'bob');
+    w.addContact('alice', 'bob');
+    w.addContact('bob', 'alice');
+    // Alice's first message is encrypted from a bundle naming signed prekey 1, then held.
+    w.sendQueued('alice', ['bob'], 'made before the rotation');
+    w.runUntilRequest('alice', 'send');
+    const held = w.takeRequest('alice', 'send');
+    // A second timer while the first upload is unanswered only deletes what expired.
+    w.input('bob', { kind: 'timer.rotate-signed-prekey', gracePeriod: 10_000 });
+    w.input('bob', { kind: 'timer.rotate-signed-prekey', gracePeriod: 10_000 });
+    expect(w.implState('bob').prekeys.signedPreKeys.map((k) => k.keyId)).toEqual([1, 2]);
+    expect(w.implState('bob').retiredSignedPreKeys).toEqual([]);
+    w.run();
+    expect(w.implState('bob').retiredSignedPreKeys).toEqual([{ keyId: 1, retiredAt: w.now }]);
+    w.now += 9_999;
+    w.input('bob', { kind: 'timer.rotate-signed-prekey', gracePeriod: 10_000 });
+    w.run();
+    w.respond('alice', held.requestId, w.answerHonestly(held.request));
+    w.sync();
+    expect(w.texts('bob')).toEqual(['made before the rotation']);
+    expect(w.implState('bob').prekeys.signedPreKeys.map((k) => k.keyId)).toEqual([1, 2, 3]);
+    w.compareAll('after rotation within grace');
+  });
+
+  it('signed prekey rotation: after the grace period the old key is gone, its PreKey message refused and resent on a new session [WP-LIFE-08] [WP-PQXDH-05] [WP-XPORT-06]', () => {
+    const w = new TwinWorld('conf-rotation-expired');
+    w.createAccount('alice', 'alice');
+    w.createAccount('bob', 'bob');
+    w.addContact('alice', 'bob');
+    w.addContact('bob', 'alice');
+    w.sendQueued('alice', ['bob'], 'made before the rotation');
+    w.runUntilRequest('alice', 'send');
+    const held = w.takeRequest('alice', 'send');
+    w.input('bob', { kind: 'timer.rotate-signed-prekey', gracePeriod: 10_000 });
+    w.run();
+    w.now += 10_000;
+    w.input('bob', { kind: 'timer.rotate-signed-prekey', gracePeriod: 10_000 });
+    w.run();
+    expect(w.implState('bob').prekeys.signedPreKeys.map((k) => k.keyId)).toEqual([2, 3]);
+    w.respond('alice', held.requestId, w.answerHonestly(held.request));
+    w.sync();
+    const refused = w
+      .outputsOf('bob')
+      .impl.flatMap((o) => (o.kind === 'undecryptable' ? [o.error.code] : []));
+    expect(refused).toEqual(['UNKNOWN_SIGNED_PREKEY']);
+    expect(w.texts('bob')).toEqual(['made before the rotation']);
+    w.compareAll('after rotation past grace');
+  });
+
+  it('the rotation timer is ignored before linking and a bad grace period is refused by both engines [WP-LIFE-07]', () => {
+    const w = new TwinWorld('conf-rotation-unlinked');
+    w.adoptProvisioning('new');
+    w.input('new', { kind: 'timer.rotate-signed-prekey' });
+    expect(w.implState('new').prekeys.signedPreKeys.map((k) => k.keyId)).toEqual([1]);
+    const runner = w.model.devices.get('new');
+    expect(() => runner?.step({ kind: 'timer.rotate-signed-prekey', gracePeriod: -1 }, w.now)).toThrow(
+      UsageError,
+    );
+    expect(() =>
+      deviceStep(
+        w.impl.env,
+        w.implState('new'),
+        { kind: 'timer.rotate-signed-prekey', gracePeriod: 0.5 },
+        w.now,
+      ),
+    ).toThrow(UsageError);
+    w.compareAll('after unlinked rotation');
+  });
+
   type Command =
     | { readonly kind: 'send'; readonly device: number; readonly to: number }
     | { readonly kind: 'fetch'; readonly device: number }
     | { readonly kind: 'resend'; readonly device: number }
+    | { readonly kind: 'rotate'; readonly device: number }
     | { readonly kind: 'network'; readonly faults: readonly TwinFault[] };
 
   const fault: fc.Arbitrary<TwinFault> = fc.oneof(
@@ -400,6 +475,7 @@ describe('device machine conforms to impl/device.ts', () => {
     },
     { weight: 2, arbitrary: fc.record({ kind: fc.constant('fetch' as const), device: fc.nat(4) }) },
     { weight: 1, arbitrary: fc.record({ kind: fc.constant('resend' as const), device: fc.nat(4) }) },
+    { weight: 1, arbitrary: fc.record({ kind: fc.constant('rotate' as const), device: fc.nat(4) }) },
     {
       weight: 4,
       arbitrary: fc.record({
@@ -409,7 +485,7 @@ describe('device machine conforms to impl/device.ts', () => {
     },
   );
 
-  it('random interleavings of sends, fetches, timers, drops, duplicates and delays agree step by step', () => {
+  it('random interleavings of sends, fetches, timers, rotations, drops, duplicates and delays agree step by step [WP-LIFE-07] [WP-LIFE-08]', () => {
     fc.assert(
       fc.property(fc.array(command, { minLength: 5, maxLength: 25 }), fc.nat(1_000_000), (commands, seed) => {
         const w = twoUsers(`conf-prop-${seed}`, 1, 1);
@@ -421,6 +497,9 @@ describe('device machine conforms to impl/device.ts', () => {
             w.sendQueued(names[c.device] ?? 'alice', to, `m${n++}`);
           } else if (c.kind === 'fetch') w.input(names[c.device] ?? 'alice', { kind: 'net.fetch' });
           else if (c.kind === 'resend') w.input(names[c.device] ?? 'alice', { kind: 'timer.resend' });
+          // A grace of three commands: keys are retired and deleted within one interleaving.
+          else if (c.kind === 'rotate')
+            w.input(names[c.device] ?? 'alice', { kind: 'timer.rotate-signed-prekey', gracePeriod: 3_000 });
           else for (const f of c.faults) w.deliverOne(f);
           w.now += 1_000;
         }

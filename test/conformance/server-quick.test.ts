@@ -137,6 +137,10 @@ const replenishment = cached((key: `${string}/${number}/${number}/${number}`): P
       };
     case 9: // an id twice within the upload
       return { ...base, oneTimePreKeys: manyOneTime(2, 700).map((k) => ({ ...k, keyId: 700 })) };
+    case 12: // a rotated signed prekey (a greater id): replaces the stored one (WP-SRV-28)
+      return { ...base, signedPreKey: { ...own.signedPreKey, keyId: 5 } };
+    case 13: // a delayed copy of an older upload: the stored signed prekey stays (WP-SRV-28)
+      return { ...base, signedPreKey: { ...own.signedPreKey, keyId: 0 } };
     default: // 60 keys: twice is more than a device may hold
       return { ...base, oneTimePreKeys: manyOneTime(60, 800 + Number(variant) * 100) };
   }
@@ -283,7 +287,7 @@ const intent: fc.Arbitrary<Intent> = fc.oneof(
       user,
       device,
       install: pick(INSTALLS),
-      variant: fc.nat({ max: 11 }),
+      variant: fc.nat({ max: 13 }),
     }),
   },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('get-device-list' as const), user }) },
@@ -643,6 +647,21 @@ describe('server: impl/ and model/ answer alike [WP-SRV-01] [WP-SRV-27]', () => 
 
   it('agree with the planted bug server-drops-message too, which both engines read alike', () => {
     runLockstepProperty(['server-drops-message'], 40);
+  });
+
+  it('a rotated signed prekey replaces the stored one and a delayed older upload does not, alike [WP-SRV-28]', () => {
+    const world = newLockstep();
+    populate(world, T0);
+    const upload = (variant: number): ServerRequest => ({
+      kind: 'upload-prekeys',
+      device: { userId: 'alice', deviceId: 1 },
+      preKeys: replenishment(`alice/1/0/${variant}`),
+    });
+    stepBoth(world, upload(12), T0, 'rotated signed prekey');
+    stepBoth(world, upload(13), T0, 'older signed prekey');
+    stepBoth(world, upload(0), T0, 'equal id with one-time keys');
+    const alice = abstractServer(c, world.impl).accounts.find((a) => a.userId === 'alice');
+    expect(alice?.devices.find((d) => d.deviceId === 1)?.signedPreKeyId).toBe(5);
   });
 
   it('the mailbox bound refuses as a whole and the dedup window forgets the oldest pair, alike [WP-SRV-19] [WP-SRV-20]', () => {
