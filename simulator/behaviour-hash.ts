@@ -6,4 +6,4 @@
  */
 
 /** The behaviour hash of this build's protocol sources. */
-export const BEHAVIOUR_HASH = '19598d13af0bbf8f7341f17eb775164a439fb987dd31f3666e8c81e57d8a5c81';
+export const BEHAVIOUR_HASH = 'a8ae6edf0e6673efc6b22e22ae79a8597899002194a96eafbd5d75dd83d9cacd';
