@@ -184,8 +184,6 @@ export interface OutboxItem {
   readonly syncCopy: Uint8Array | null;
   /** For resends: the transport id of the message record this resend replaces (WP-XPORT-06). */
   readonly replacesMessageId: MessageId | null;
-  /** The sessions the send in flight used, recorded as message records once accepted (Sesame §4.1). */
-  readonly sessionsUsed: readonly { readonly deviceId: DeviceId; readonly sessionBaseKey: Uint8Array }[];
 }
 
 /** A request awaiting its answer, with what the answer is for. */
@@ -1031,7 +1029,6 @@ function enqueue(
     attempts: 0,
     recordBefore: null,
     recordCaptured: false,
-    sessionsUsed: [],
     syncCopy: fields.syncCopy ?? null,
     replacesMessageId: fields.replacesMessageId ?? null,
   };
@@ -1082,6 +1079,12 @@ function failItem(tx: Tx, item: OutboxItem, error: ProtocolError): void {
     }
     tx.state = { ...tx.state, sesame: { ...tx.state.sesame, users } };
   }
+  // WP-SES-21: a send that failed was never stored, so the message records it wrote go with it.
+  const messageRecords = tx.state.sesame.messageRecords.filter(
+    (r) => !(r.messageId === item.messageId && r.userId === item.recipient),
+  );
+  if (messageRecords.length !== tx.state.sesame.messageRecords.length)
+    tx.state = { ...tx.state, sesame: { ...tx.state.sesame, messageRecords } };
   removeItem(tx, item.messageId, item.recipient);
   emit(tx, { kind: 'send-failed', messageId: item.messageId, recipient: item.recipient, error });
 }
@@ -1156,11 +1159,8 @@ function advance(tx: Tx, messageId: MessageId, recipient: UserId): void {
     return;
   }
   tx.state = { ...tx.state, sesame: encrypted.value.state };
-  updateItem(tx, messageId, recipient, {
-    stage: 'sending',
-    attempts: item.attempts + 1,
-    sessionsUsed: encrypted.value.sessionsUsed,
-  });
+  recordCopies(tx, item, encrypted.value.sessionsUsed);
+  updateItem(tx, messageId, recipient, { stage: 'sending', attempts: item.attempts + 1 });
   issue(
     tx,
     { kind: 'send', messageId, recipient },
@@ -1172,6 +1172,53 @@ function advance(tx: Tx, messageId: MessageId, recipient: UserId): void {
       messages: encrypted.value.messages,
     },
   );
+}
+
+/**
+ * Sesame §4.1: remembers what went to each device, to answer a retry request. WP-SES-21: written
+ * as the copies are encrypted, not when the server's answer arrives: the server may store a copy,
+ * and the recipient ask for it again, before the sender hears that the send was accepted.
+ */
+function recordCopies(
+  tx: Tx,
+  item: OutboxItem,
+  used: readonly { readonly deviceId: DeviceId; readonly sessionBaseKey: Uint8Array }[],
+): void {
+  let sesame = tx.state.sesame;
+  for (const copy of used) {
+    // WP-XPORT-06: a resend replaces the record it answers and inherits its resend count, so
+    // the bound holds across the fresh transport ids of successive resends.
+    const replaced =
+      item.replacesMessageId === null
+        ? undefined
+        : sesame.messageRecords.find(
+            (r) =>
+              r.messageId === item.replacesMessageId &&
+              r.userId === item.recipient &&
+              r.deviceId === copy.deviceId,
+          );
+    if (replaced !== undefined) {
+      sesame = { ...sesame, messageRecords: sesame.messageRecords.filter((r) => r !== replaced) };
+    }
+    sesame = recordSentMessage(sesame, {
+      messageId: item.messageId,
+      userId: item.recipient,
+      deviceId: copy.deviceId,
+      sessionBaseKey: copy.sessionBaseKey,
+      plaintext: item.plaintext,
+    });
+    if (replaced !== undefined) {
+      sesame = {
+        ...sesame,
+        messageRecords: sesame.messageRecords.map((r) =>
+          r.messageId === item.messageId && r.userId === item.recipient && r.deviceId === copy.deviceId
+            ? { ...r, resends: replaced.resends }
+            : r,
+        ),
+      };
+    }
+  }
+  tx.state = { ...tx.state, sesame };
 }
 
 /** A resend or retry request to one device (Sesame §4.1). */
@@ -1234,11 +1281,8 @@ function sendSingle(tx: Tx, item: OutboxItem): void {
     return;
   }
   tx.state = { ...tx.state, sesame: encrypted.value.state };
-  updateItem(tx, item.messageId, item.recipient, {
-    stage: 'sending',
-    attempts: item.attempts + 1,
-    sessionsUsed: [{ deviceId, sessionBaseKey: encrypted.value.sessionBaseKey }],
-  });
+  recordCopies(tx, item, [{ deviceId, sessionBaseKey: encrypted.value.sessionBaseKey }]);
+  updateItem(tx, item.messageId, item.recipient, { stage: 'sending', attempts: item.attempts + 1 });
   issue(
     tx,
     { kind: 'send', messageId: item.messageId, recipient: item.recipient },
@@ -1327,46 +1371,7 @@ function onBundles(
 function onSendResponse(tx: Tx, messageId: MessageId, recipient: UserId, response: ServerResponse): void {
   const item = findItem(tx.state, messageId, recipient);
   if (item === undefined) return;
-  const sessions = item.sessionsUsed;
   if (response.kind === 'accepted') {
-    if (item.kind !== 'retry-request') {
-      // Sesame §4.1: remember what went to each device, to answer a retry request.
-      let sesame = tx.state.sesame;
-      for (const used of sessions) {
-        // WP-XPORT-06: a resend replaces the record it answers and inherits its resend count, so
-        // the bound holds across the fresh transport ids of successive resends.
-        const replaced =
-          item.replacesMessageId === null
-            ? undefined
-            : sesame.messageRecords.find(
-                (r) =>
-                  r.messageId === item.replacesMessageId &&
-                  r.userId === recipient &&
-                  r.deviceId === used.deviceId,
-              );
-        if (replaced !== undefined) {
-          sesame = { ...sesame, messageRecords: sesame.messageRecords.filter((r) => r !== replaced) };
-        }
-        sesame = recordSentMessage(sesame, {
-          messageId,
-          userId: recipient,
-          deviceId: used.deviceId,
-          sessionBaseKey: used.sessionBaseKey,
-          plaintext: item.plaintext,
-        });
-        if (replaced !== undefined) {
-          sesame = {
-            ...sesame,
-            messageRecords: sesame.messageRecords.map((r) =>
-              r.messageId === messageId && r.userId === recipient && r.deviceId === used.deviceId
-                ? { ...r, resends: replaced.resends }
-                : r,
-            ),
-          };
-        }
-      }
-      tx.state = { ...tx.state, sesame };
-    }
     removeItem(tx, messageId, recipient);
     if (item.syncCopy !== null) {
       enqueue(tx, {
@@ -1398,6 +1403,28 @@ function onRefusal(tx: Tx, item: OutboxItem, refusal: SendRefusal): void {
     return;
   }
   if (item.kind !== 'message') {
+    if (
+      item.kind === 'retry-request' &&
+      refusal.kind !== 'unknown-user' &&
+      item.attempts < MAX_SEND_ATTEMPTS
+    ) {
+      // WP-XPORT-09: our list of the sender may predate its reinstall (a rolled-back device's list
+      // does); the refusal carries the current list: if it still names the device, ask again under
+      // its current registration id, within the bounded attempts.
+      const accepted = acceptDeviceList(tx, item.recipient, refusal.deviceList);
+      if (findItem(tx.state, item.messageId, item.recipient) === undefined) return;
+      if (!accepted.ok && accepted.error.code === 'TRUST_ACCOUNT_KEY_CHANGED') {
+        // WP-TRUST-04: the sender's account was reset; the request waits for the acknowledgment.
+        updateItem(tx, item.messageId, item.recipient, { stage: 'blocked' });
+        return;
+      }
+      const listed = listedDevices(tx.state, item.recipient)?.some((d) => d.deviceId === item.onlyDevice);
+      if (accepted.ok && listed === true) {
+        updateItem(tx, item.messageId, item.recipient, { stage: 'ready' });
+        advance(tx, item.messageId, item.recipient);
+        return;
+      }
+    }
     failItem(
       tx,
       item,
@@ -1928,7 +1955,6 @@ function onLinkListUpdated(
       recordCaptured: false,
       syncCopy: null,
       replacesMessageId: null,
-      sessionsUsed: [],
     }));
     tx.state = { ...tx.state, outbox: [...tx.state.outbox, ...history] };
   }

@@ -589,6 +589,32 @@ describe('accounts and device lists', () => {
     expect(retried.state).toBe(consumed);
   });
 
+  it('answers ok a registration retried with an older list after the primary changed the list, and changes nothing [WP-SRV-05]', () => {
+    const carol = newAccount('carol');
+    const c1 = newDevice('carol', 1);
+    const c2 = newDevice('carol', 2);
+    const request = registerAccountRequest(c1, carol, signList(carol, 1, [c1]));
+    const registered = ok(emptyServerState(), request);
+    // The primary linked a device (list version 2), then was restored to before its registration
+    // was answered and retries it.
+    const moved = ok(registered, {
+      kind: 'update-device-list',
+      device: c1.address,
+      deviceList: signList(carol, 2, [c1, c2]),
+    });
+    const retried = step(moved, request);
+    expect(retried.response).toEqual({ kind: 'ok' });
+    expect(retried.state).toBe(moved);
+    // Not a retry: another identity under an old list, or a list as new as the current one.
+    const other = newDevice('carol', 1, 'carol.1.other');
+    expectError(
+      moved,
+      registerAccountRequest(other, carol, signList(carol, 1, [other])),
+      'SERVER_USER_EXISTS',
+    );
+    expectError(moved, registerAccountRequest(c1, carol, signList(carol, 2, [c1])), 'SERVER_USER_EXISTS');
+  });
+
   it('an account reset replaces the account and drops every old mailbox by rule [WP-SRV-06]', () => {
     let state = ok(WORLD, sendRequest(b1, 'alice', messageId(1), [a1, a2]));
     state = ok(state, sendRequest(b1, 'alice', messageId(2), [a1, a2]));

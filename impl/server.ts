@@ -621,10 +621,16 @@ function registerAccount(
   if (existing !== undefined) {
     const registered = lookup(existing.devices, deviceKey(device.deviceId));
     // WP-SRV-05: a retry of the registration that succeeded is answered ok and changes nothing
-    // (re-applying its prekeys would hand out one-time keys a second time).
+    // (re-applying its prekeys would hand out one-time keys a second time). Its list is the current
+    // one, or an older one of the same account key when the primary has changed the list since (a
+    // device restored from a backup taken while it was registering retries with its first list).
+    const sameOrOlderList =
+      (equalBytes(existing.signedDeviceList.list, deviceList.list) &&
+        equalBytes(existing.signedDeviceList.signature, deviceList.signature)) ||
+      (equalBytes(existing.deviceList.accountKey, list.accountKey) &&
+        list.version < existing.deviceList.version);
     if (
-      equalBytes(existing.signedDeviceList.list, deviceList.list) &&
-      equalBytes(existing.signedDeviceList.signature, deviceList.signature) &&
+      sameOrOlderList &&
       registered !== undefined &&
       registered.registrationId === registrationId &&
       equalBytes(registered.identityKey, identityKey)

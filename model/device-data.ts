@@ -18,7 +18,7 @@ import type { KeyPair } from '../spec/keys.js';
 import type { AppPayload } from '../spec/payload.js';
 import type { ProvisioningCode } from '../spec/provisioning.js';
 import type { Envelope, ServerRequest, ServerResponse } from '../spec/server-api.js';
-import type { ModelReceived, ModelSesame, ModelUserRecord, SessionsUsed } from './sesame.js';
+import type { ModelReceived, ModelSesame, ModelUserRecord } from './sesame.js';
 import type { ModelPreKeys } from './sesame-sessions.js';
 
 /** How a device decides which devices of a user exist (WP-TRUST-02). */
@@ -66,7 +66,6 @@ export interface ModelOutboxEntry {
   readonly recordCaptured: boolean;
   readonly syncCopy: Uint8Array | null;
   readonly replacesMessageId: MessageId | null;
-  readonly sessionsUsed: SessionsUsed;
 }
 
 /** What a request in flight is for. */

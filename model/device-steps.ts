@@ -2,7 +2,7 @@
  * The device machine's decision helpers (model/device.ts): each is a pure step on a `Frame` (the
  * context so far and the outputs so far), named after what the whitepaper rule does. The machine's
  * guards and actions call them; nothing here knows about xstate. WHITEPAPER.md "Device lists and
- * trust" WP-TRUST-01..07, "Transport" WP-XPORT-01..08, "Device lifecycle" WP-LIFE-01..08, Sesame
+ * trust" WP-TRUST-01..07, "Transport" WP-XPORT-01..09, "Device lifecycle" WP-LIFE-01..08, Sesame
  * rev 2 §3.3 (the client's send loop) and §4.1 (retry requests).
  *
  * Written for model/ on spec/ and model/ only; the conformance suite replays the same inputs on
@@ -82,6 +82,8 @@ import {
   userRecord,
   withoutUser,
   withUser,
+  type ModelMessageRecord,
+  type SessionsUsed,
 } from './sesame.js';
 import {
   drawKyberPreKey,
@@ -727,6 +729,17 @@ export function failEntry(f: Frame, item: ModelOutboxEntry, error: ProtocolError
       f.ctx = { ...f.ctx, sesame: withUser(f.ctx.sesame, { ...before, devices }) };
     }
   }
+  // WP-SES-21: the server stored nothing of a failed send; the copies it remembered are forgotten.
+  const ofThisSend = (r: ModelMessageRecord): boolean =>
+    r.messageId === item.messageId && r.userId === item.recipient;
+  if (f.ctx.sesame.messageRecords.some(ofThisSend))
+    f.ctx = {
+      ...f.ctx,
+      sesame: {
+        ...f.ctx.sesame,
+        messageRecords: f.ctx.sesame.messageRecords.filter((r) => !ofThisSend(r)),
+      },
+    };
   dropEntry(f, item.messageId, item.recipient);
   say(f, { kind: 'send-failed', messageId: item.messageId, recipient: item.recipient, error });
 }
@@ -759,7 +772,6 @@ export function queueEntry(f: Frame, fields: NewEntry): void {
     attempts: 0,
     recordBefore: null,
     recordCaptured: false,
-    sessionsUsed: [],
     syncCopy: fields.syncCopy ?? null,
     replacesMessageId: fields.replacesMessageId ?? null,
   };
@@ -870,16 +882,50 @@ export function advanceEntry(f: Frame, messageId: MessageId, recipient: UserId):
   const sealed = sealForUser(f.env, f.ctx.sesame, recipient, item.plaintext, f.now);
   if (!sealed.ok) return failEntry(f, item, sealed.error);
   f.ctx = { ...f.ctx, sesame: sealed.value.sesame };
-  patchEntry(f, messageId, recipient, {
-    stage: 'sending',
-    attempts: item.attempts + 1,
-    sessionsUsed: sealed.value.sessionsUsed,
-  });
+  rememberCopies(f, item, sealed.value.sessionsUsed);
+  patchEntry(f, messageId, recipient, { stage: 'sending', attempts: item.attempts + 1 });
   issueRequest(
     f,
     { kind: 'send', messageId, recipient },
     { kind: 'send', sender: ownAddress(f.ctx), messageId, recipient, messages: sealed.value.messages },
   );
+}
+
+/**
+ * WP-SES-12 / WP-SES-21 (Sesame §4.1): each sealed copy is remembered at once, before the server
+ * answers, since the recipient's retry request may overtake that answer. WP-XPORT-06: a resend takes
+ * the place of the record it answers and carries its resend count on.
+ */
+function rememberCopies(f: Frame, item: ModelOutboxEntry, copies: SessionsUsed): void {
+  let sesame = f.ctx.sesame;
+  for (const copy of copies) {
+    const answered = sesame.messageRecords.find(
+      (r) =>
+        item.replacesMessageId !== null &&
+        r.messageId === item.replacesMessageId &&
+        r.userId === item.recipient &&
+        r.deviceId === copy.deviceId,
+    );
+    if (answered !== undefined)
+      sesame = { ...sesame, messageRecords: sesame.messageRecords.filter((r) => r !== answered) };
+    sesame = rememberSentCopy(sesame, {
+      messageId: item.messageId,
+      userId: item.recipient,
+      deviceId: copy.deviceId,
+      sessionBaseKey: copy.sessionBaseKey,
+      plaintext: item.plaintext,
+    });
+    if (answered !== undefined)
+      sesame = {
+        ...sesame,
+        messageRecords: sesame.messageRecords.map((r) =>
+          r.messageId === item.messageId && r.userId === item.recipient && r.deviceId === copy.deviceId
+            ? { ...r, resends: answered.resends }
+            : r,
+        ),
+      };
+  }
+  f.ctx = { ...f.ctx, sesame };
 }
 
 /** A resend or retry request to one device (Sesame §4.1). */
@@ -920,11 +966,8 @@ function sendToOneDevice(f: Frame, item: ModelOutboxEntry): void {
   const sealed = sealForOneDevice(f.env, f.ctx.sesame, item.recipient, deviceId, item.plaintext, f.now);
   if (!sealed.ok) return failEntry(f, item, sealed.error);
   f.ctx = { ...f.ctx, sesame: sealed.value.sesame };
-  patchEntry(f, item.messageId, item.recipient, {
-    stage: 'sending',
-    attempts: item.attempts + 1,
-    sessionsUsed: [{ deviceId, sessionBaseKey: sealed.value.sessionBaseKey }],
-  });
+  rememberCopies(f, item, [{ deviceId, sessionBaseKey: sealed.value.sessionBaseKey }]);
+  patchEntry(f, item.messageId, item.recipient, { stage: 'sending', attempts: item.attempts + 1 });
   issueRequest(f, purpose, {
     kind: 'send',
     sender: ownAddress(f.ctx),
@@ -1025,43 +1068,9 @@ export function retryListAfterBundleFailure(
   failEntry(f, item, serverErrorOf(response));
 }
 
-/** Sesame §4.1: an accepted send records what went to each device; a sync copy follows. */
-export function recordAcceptedSend(f: Frame, item: ModelOutboxEntry): void {
+/** An accepted send leaves the outbox (its copies were remembered when sealed); a sync copy follows. */
+export function completeAcceptedSend(f: Frame, item: ModelOutboxEntry): void {
   const recipient = item.recipient;
-  if (item.kind !== 'retry-request') {
-    let sesame = f.ctx.sesame;
-    for (const used of item.sessionsUsed) {
-      // WP-XPORT-06: a resend replaces the record it answers and inherits its resend count.
-      const replaced =
-        item.replacesMessageId === null
-          ? undefined
-          : sesame.messageRecords.find(
-              (r) =>
-                r.messageId === item.replacesMessageId &&
-                r.userId === recipient &&
-                r.deviceId === used.deviceId,
-            );
-      if (replaced !== undefined)
-        sesame = { ...sesame, messageRecords: sesame.messageRecords.filter((r) => r !== replaced) };
-      sesame = rememberSentCopy(sesame, {
-        messageId: item.messageId,
-        userId: recipient,
-        deviceId: used.deviceId,
-        sessionBaseKey: used.sessionBaseKey,
-        plaintext: item.plaintext,
-      });
-      if (replaced !== undefined)
-        sesame = {
-          ...sesame,
-          messageRecords: sesame.messageRecords.map((r) =>
-            r.messageId === item.messageId && r.userId === recipient && r.deviceId === used.deviceId
-              ? { ...r, resends: replaced.resends }
-              : r,
-          ),
-        };
-    }
-    f.ctx = { ...f.ctx, sesame };
-  }
   dropEntry(f, item.messageId, recipient);
   if (item.syncCopy !== null)
     queueEntry(f, {
@@ -1085,6 +1094,26 @@ export function recordAcceptedSend(f: Frame, item: ModelOutboxEntry): void {
 /** WP-XPORT-05: a full mailbox stored nothing; the send waits for the next resend timer. */
 export function holdForMailbox(f: Frame, item: ModelOutboxEntry): void {
   patchEntry(f, item.messageId, item.recipient, { stage: 'mailbox-full' });
+}
+
+/**
+ * WP-XPORT-09: a retry request refused for its device set may have named the sender device under a
+ * list older than its reinstall (a rolled-back requester's list is). The refusal's list is taken
+ * like any served list (WP-TRUST-02/03); if it still names the device, the request goes out again
+ * with that device's current registration id; otherwise it is given up.
+ */
+export function askAgainUnderServedList(f: Frame, item: ModelOutboxEntry, refusal: SendRefusal): void {
+  if (refusal.kind !== 'mismatched-devices' && refusal.kind !== 'stale-devices') return;
+  const accepted = acceptServedList(f, item.recipient, refusal.deviceList);
+  const still = findEntry(f.ctx, item.messageId, item.recipient);
+  if (still === undefined) return;
+  // WP-TRUST-04: a reset account's list waits for the user's acknowledgment, and the request with it.
+  if (!accepted.ok && accepted.error.code === 'TRUST_ACCOUNT_KEY_CHANGED')
+    return patchEntry(f, item.messageId, item.recipient, { stage: 'blocked' });
+  const named = (listedEntries(f.ctx, item.recipient) ?? []).some((d) => d.deviceId === item.onlyDevice);
+  if (!accepted.ok || !named) return failSingleDeviceSend(f, still, refusal);
+  patchEntry(f, item.messageId, item.recipient, { stage: 'ready' });
+  advanceEntry(f, item.messageId, item.recipient);
 }
 
 /** A resend or retry request refused for its device set is given up (single-device sends do not loop). */
@@ -1155,10 +1184,12 @@ function retryOvertakenRefusal(f: Frame, item: ModelOutboxEntry): void {
 export function answerSend(f: Frame, purpose: ModelPurpose, response: ServerResponse): void {
   const item = entryForPurpose(f.ctx, purpose);
   if (item === undefined) return;
-  if (response.kind === 'accepted') return recordAcceptedSend(f, item);
+  if (response.kind === 'accepted') return completeAcceptedSend(f, item);
   if (response.kind !== 'refused') return failSendWithServerError(f, item, response);
   const refusal = response.refusal;
   if (refusal.kind === 'mailbox-full') return holdForMailbox(f, item);
+  if (item.kind === 'retry-request' && refusal.kind !== 'unknown-user' && item.attempts < MAX_SEND_ATTEMPTS)
+    return askAgainUnderServedList(f, item, refusal);
   if (item.kind !== 'message') return failSingleDeviceSend(f, item, refusal);
   if (item.attempts >= MAX_SEND_ATTEMPTS) return failSendExhausted(f, item);
   applySendRefusal(f, item, refusal);
@@ -1323,7 +1354,6 @@ export function sendProvisionMessage(
       recordCaptured: false,
       syncCopy: null,
       replacesMessageId: null,
-      sessionsUsed: [],
     }));
     f.ctx = { ...f.ctx, outbox: [...f.ctx.outbox, ...history] };
   }

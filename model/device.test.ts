@@ -6,6 +6,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import { nodeProvider } from '../spec/crypto/node.js';
+import { signDeviceList } from '../spec/device-list.js';
+import type { DeviceListEntry } from '../spec/device-list-types.js';
+import { generateKeyPair } from '../spec/keys.js';
 import { seededRng } from '../spec/rng.js';
 import type { Envelope } from '../spec/server-api.js';
 import {
@@ -237,6 +240,87 @@ describe('device machine', () => {
     expect(decided.map((o) => o.kind)).toEqual(['error', 'undecryptable', 'request']);
     expect(decided[1]).toMatchObject({ error: { code: 'TRUST_UNKNOWN_SENDER_DEVICE' } });
     expect(abstractDeviceOf(nodeProvider, runner.context()).parkedEnvelopeIds).toEqual([]);
+  });
+
+  it("asks again under a refusal's list that still names the sender device, and gives up when it does not [WP-XPORT-09]", () => {
+    const { e, runner } = linkedPrimary('retry-stale');
+    const accountKey = generateKeyPair(nodeProvider, e.rng);
+    const entry = (deviceId: number, registrationId: number): DeviceListEntry => ({
+      deviceId,
+      identityKey: generateKeyPair(nodeProvider, e.rng).publicKey,
+      registrationId,
+    });
+    const primary = entry(1, 77);
+    const list = (version: number, devices: readonly DeviceListEntry[]) =>
+      signDeviceList(
+        nodeProvider,
+        accountKey.privateKey,
+        { userId: 'mallory', version, accountKey: accountKey.publicKey, devices },
+        e.rng.randomBytes(64),
+      );
+    // An undecryptable envelope from mallory's device 3, once mallory's list is known.
+    const fetchId = requests(runner.step({ kind: 'net.fetch' }, NOW))[0]?.requestId ?? 0;
+    const parked = runner.step(
+      {
+        kind: 'net.response',
+        requestId: fetchId,
+        response: {
+          kind: 'envelopes',
+          envelopes: [envelope(5, { userId: 'mallory', deviceId: 3 }, 'whisper')],
+        },
+      },
+      NOW,
+    );
+    const listId = requests(parked).find((r) => r.request.kind === 'get-device-list')?.requestId ?? 0;
+    const decided = runner.step(
+      {
+        kind: 'net.response',
+        requestId: listId,
+        response: { kind: 'device-list', deviceList: list(1, [primary, entry(3, 111)]) },
+      },
+      NOW,
+    );
+    const retryOf = (outputs: readonly ModelDeviceOutput[]) =>
+      requests(outputs).flatMap((r) => (r.request.kind === 'send' ? [r] : []));
+    const first = retryOf(decided)[0];
+    if (first?.request.kind !== 'send') throw new Error('no retry request');
+    expect(first.request.messages.map((m) => [m.type, m.deviceId, m.registrationId])).toEqual([
+      ['retry-request', 3, 111],
+    ]);
+    // Refused as stale: the refusal's list names device 3 under registration 222, so it goes again.
+    const again = runner.step(
+      {
+        kind: 'net.response',
+        requestId: first.requestId,
+        response: {
+          kind: 'refused',
+          refusal: { kind: 'stale-devices', stale: [3], deviceList: list(2, [primary, entry(3, 222)]) },
+        },
+      },
+      NOW,
+    );
+    const second = retryOf(again)[0];
+    if (second?.request.kind !== 'send') throw new Error('not asked again');
+    expect(second.request.messageId).toBe(first.request.messageId);
+    expect(second.request.messages.map((m) => [m.type, m.deviceId, m.registrationId])).toEqual([
+      ['retry-request', 3, 222],
+    ]);
+    // Refused again, under a list without device 3: given up.
+    const gone = runner.step(
+      {
+        kind: 'net.response',
+        requestId: second.requestId,
+        response: {
+          kind: 'refused',
+          refusal: { kind: 'mismatched-devices', missing: [], extra: [3], deviceList: list(3, [primary]) },
+        },
+      },
+      NOW,
+    );
+    expect(retryOf(gone)).toEqual([]);
+    expect(gone.filter((o) => o.kind === 'send-failed')).toMatchObject([
+      { messageId: first.request.messageId, error: { code: 'XPORT_SEND_ATTEMPTS_EXHAUSTED' } },
+    ]);
   });
 
   it('learns its revocation from the server and refuses to act afterwards [WP-LIFE-04]', () => {

@@ -1,7 +1,7 @@
 /**
  * The device machine: one client device's lifecycle and its Sesame device-sync behaviour as an
  * explicit XState v5 machine (WHITEPAPER.md "Sesame" WP-SES-*, "Device lists and trust"
- * WP-TRUST-01..07, "Transport" WP-XPORT-01..08, "Device lifecycle" WP-LIFE-01..08, "Linking a
+ * WP-TRUST-01..07, "Transport" WP-XPORT-01..09, "Device lifecycle" WP-LIFE-01..08, "Linking a
  * device" WP-LINK-*, "Attachments" WP-ATT-*; Signal *Sesame* rev 2 §3.3–§4.1).
  *
  * This is the second, independent encoding of the device rules (the first is impl/device.ts); it
@@ -98,7 +98,8 @@ import {
   putTrust,
   queueUserMessage,
   readProvisionMessage,
-  recordAcceptedSend,
+  askAgainUnderServedList,
+  completeAcceptedSend,
   registerAccount,
   registerLinkedDevice,
   rejectNotLinked,
@@ -154,6 +155,8 @@ export const RULES: Readonly<Record<string, readonly WhitepaperRuleId[]>> = Obje
   sendRefused: ['WP-SES-06', 'WP-SES-07'],
   mailboxFull: ['WP-XPORT-05'],
   isSingleDeviceSend: ['WP-XPORT-06', 'WP-SES-13'],
+  isRetryRequestSend: ['WP-XPORT-09'],
+  refusalCarriesList: ['WP-XPORT-09'],
   withinSendAttempts: ['WP-XPORT-03'],
   bundlesDelivered: ['WP-SES-03'],
   bundleMatchesList: ['WP-TRUST-06'],
@@ -189,7 +192,7 @@ export const RULES: Readonly<Record<string, readonly WhitepaperRuleId[]>> = Obje
   registerLinkedDevice: ['WP-LIFE-03'],
   answerWhileNotLinked: ['WP-LIFE-01'],
   resendUnanswered: ['WP-XPORT-01', 'WP-XPORT-05'],
-  enqueueUserMessage: ['WP-SES-05', 'WP-TRUST-01', 'WP-ATT-01', 'WP-XPORT-01'],
+  enqueueUserMessage: ['WP-SES-05', 'WP-SES-21', 'WP-TRUST-01', 'WP-ATT-01', 'WP-XPORT-01'],
   pinContactLink: ['WP-TRUST-01'],
   signListWithNewDevice: ['WP-LIFE-02', 'WP-LIFE-03'],
   signListWithoutDevice: ['WP-LIFE-04'],
@@ -209,13 +212,14 @@ export const RULES: Readonly<Record<string, readonly WhitepaperRuleId[]>> = Obje
   decryptDownloadedAttachment: ['WP-ATT-02', 'WP-ATT-03', 'WP-ATT-04', 'WP-ATT-05'],
   ignoreAnswer: ['WP-XPORT-01'],
   ignoreOrphanAnswer: ['WP-XPORT-01'],
-  recordSentCopies: ['WP-SES-12', 'WP-XPORT-06'],
+  completeAcceptedSend: ['WP-XPORT-01', 'WP-XPORT-06'],
   holdForMailbox: ['WP-XPORT-05'],
+  askAgainUnderServedList: ['WP-XPORT-09', 'WP-TRUST-03', 'WP-TRUST-04'],
   failSingleDeviceSend: ['WP-XPORT-06'],
-  failSendExhausted: ['WP-XPORT-03'],
+  failSendExhausted: ['WP-XPORT-03', 'WP-SES-21'],
   applySendRefusal: ['WP-SES-06', 'WP-SES-07', 'WP-SES-08', 'WP-TRUST-07', 'WP-XPORT-08'],
-  failSendWithServerError: ['WP-XPORT-04'],
-  prepareSessionsFromBundles: ['WP-SES-03', 'WP-TRUST-06'],
+  failSendWithServerError: ['WP-XPORT-04', 'WP-SES-21'],
+  prepareSessionsFromBundles: ['WP-SES-03', 'WP-SES-21', 'WP-TRUST-06'],
   rejectMismatchedBundles: ['WP-TRUST-06'],
   retryListAfterBundleFailure: ['WP-XPORT-03'],
   takeNextEnvelope: ['WP-XPORT-02'],
@@ -224,7 +228,7 @@ export const RULES: Readonly<Record<string, readonly WhitepaperRuleId[]>> = Obje
   parkEnvelopeQuietly: ['WP-TRUST-04'],
   parkEnvelope: ['WP-TRUST-05'],
   rejectUnlistedSender: ['WP-TRUST-05'],
-  answerRetryRequest: ['WP-SES-13', 'WP-SES-14', 'WP-XPORT-06'],
+  answerRetryRequest: ['WP-SES-13', 'WP-SES-14', 'WP-SES-21', 'WP-XPORT-06'],
   acknowledgeEnvelope: ['WP-XPORT-02'],
   decryptEnvelope: ['WP-SES-09', 'WP-SES-10'],
   dropDuplicateEnvelope: ['WP-XPORT-02'],
@@ -349,6 +353,18 @@ export function createDeviceMachine(env: Env) {
         const purpose = purposeOf(context, event);
         const item = purpose === null ? undefined : entryForPurpose(context, purpose);
         return item !== undefined && item.kind !== 'message';
+      },
+      isRetryRequestSend: ({ context, event }) => {
+        const purpose = purposeOf(context, event);
+        const item = purpose === null ? undefined : entryForPurpose(context, purpose);
+        return item?.kind === 'retry-request';
+      },
+      refusalCarriesList: ({ event }) => {
+        const response = responseOf(event);
+        return (
+          response?.kind === 'refused' &&
+          (response.refusal.kind === 'mismatched-devices' || response.refusal.kind === 'stale-devices')
+        );
       },
       withinSendAttempts: ({ context, event }) => {
         const purpose = purposeOf(context, event);
@@ -551,13 +567,18 @@ export function createDeviceMachine(env: Env) {
       }),
       ignoreAnswer: answer(() => undefined),
       ignoreOrphanAnswer: answer(() => undefined),
-      recordSentCopies: answer((f, pending) => {
+      completeAcceptedSend: answer((f, pending) => {
         const item = entryForPurpose(f.ctx, pending.purpose);
-        if (item !== undefined) recordAcceptedSend(f, item);
+        if (item !== undefined) completeAcceptedSend(f, item);
       }),
       holdForMailbox: answer((f, pending) => {
         const item = entryForPurpose(f.ctx, pending.purpose);
         if (item !== undefined) holdForMailbox(f, item);
+      }),
+      askAgainUnderServedList: answer((f, pending, response) => {
+        const item = entryForPurpose(f.ctx, pending.purpose);
+        if (item !== undefined && response.kind === 'refused')
+          askAgainUnderServedList(f, item, response.refusal);
       }),
       failSingleDeviceSend: answer((f, pending, response) => {
         const item = entryForPurpose(f.ctx, pending.purpose);
@@ -824,8 +845,18 @@ export function createDeviceMachine(env: Env) {
                   guard: and([answers('send'), not('outboxEntryExists')]),
                   actions: 'ignoreOrphanAnswer',
                 },
-                { guard: and([answers('send'), 'sendAccepted']), actions: 'recordSentCopies' },
+                { guard: and([answers('send'), 'sendAccepted']), actions: 'completeAcceptedSend' },
                 { guard: and([answers('send'), 'mailboxFull']), actions: 'holdForMailbox' },
+                {
+                  guard: and([
+                    answers('send'),
+                    'sendRefused',
+                    'isRetryRequestSend',
+                    'refusalCarriesList',
+                    'withinSendAttempts',
+                  ]),
+                  actions: 'askAgainUnderServedList',
+                },
                 {
                   guard: and([answers('send'), 'sendRefused', 'isSingleDeviceSend']),
                   actions: 'failSingleDeviceSend',

@@ -534,6 +534,18 @@ describe('accounts and device lists', () => {
     expectError(runner, registerAccount(a1, alice, signList(alice, 5, [a1])), 'SERVER_USER_EXISTS');
   });
 
+  it('answers ok a registration retried with an older list after the primary changed the list, and changes nothing [WP-SRV-05]', () => {
+    // alice's primary registered under list version 1; the list is at version 2 since.
+    const runner = world();
+    const before = serverOf(runner);
+    expect(expectOk(runner, registerAccount(a1, alice, signList(alice, 1, [a1])))).toEqual({ kind: 'ok' });
+    expect(serverOf(runner)).toBe(before);
+    // Not a retry: another identity under an old list, or a list as new as the current one.
+    const other = newDevice('alice', 1, 'alice.1.other');
+    expectError(runner, registerAccount(other, alice, signList(alice, 1, [other])), 'SERVER_USER_EXISTS');
+    expectError(runner, registerAccount(a1, alice, signList(alice, 2, [a1])), 'SERVER_USER_EXISTS');
+  });
+
   it('resets an account under a new account key and a greater version, dropping old mailboxes by rule [WP-SRV-06]', () => {
     const runner = world();
     expectOk(runner, send(b1, 'alice', 1, [a1, a2]));

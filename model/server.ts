@@ -1173,10 +1173,17 @@ export function createServerMachine(env: ServerMachineEnv) {
         const account = address === null ? undefined : accountOf(context.server, address.userId);
         if (address === null || account === undefined) return false;
         const signed = submittedSignedList(context);
+        const submitted = submittedList(context);
         const registered = registeredOf(account, address.deviceId);
+        // WP-SRV-05: the retry carries the current list, or an older list under the same account
+        // key (the primary linked devices after this registration, then was restored to before it).
+        const listIsCurrentOrOlder =
+          (equalBytes(account.signedDeviceList.list, signed.list) &&
+            equalBytes(account.signedDeviceList.signature, signed.signature)) ||
+          (equalBytes(account.deviceList.accountKey, submitted.accountKey) &&
+            submitted.version < account.deviceList.version);
         return (
-          equalBytes(account.signedDeviceList.list, signed.list) &&
-          equalBytes(account.signedDeviceList.signature, signed.signature) &&
+          listIsCurrentOrOlder &&
           registered !== undefined &&
           registered.registrationId === field(requestOf(context), 'registrationId') &&
           equalBytes(registered.identityKey, bytesField(context, 'identityKey'))

@@ -6,4 +6,4 @@
  */
 
 /** The behaviour hash of this build's protocol sources. */
-export const BEHAVIOUR_HASH = '922bf25b6d51cda9304874437db5a43842466e71f80c02ba3c444df0237685fb';
+export const BEHAVIOUR_HASH = '5598925fb9168532a85c732dfdebb2ae6486b03f1642ae93a8f8da2fa6dcfef8';

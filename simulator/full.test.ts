@@ -4,6 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { nodeProvider } from '../spec/crypto/node.js';
+import { drawSwarmFaults } from './faults.js';
 import { presetBody, presetConfig } from './presets.js';
 import { runSimulation } from './run.js';
 
@@ -31,6 +32,21 @@ describe.skipIf(!full)('simulator, full', () => {
       expect(result.violations).toEqual([]);
     });
   }
+
+  // Smoke 6 and default 3 had a retry request overtake the sender's acceptance; default 19 had one
+  // refused under a stale registration id.
+  it('rollback recovery: smoke seed 6 with loss and a rollback, default seeds 3 and 19 with swarm faults [WP-SES-21] [WP-XPORT-09]', () => {
+    const smoke = runSimulation(
+      presetConfig('smoke', 6, { faults: { ...presetBody('smoke').faults, loss: 0.1, rollback: 1 } }),
+      { crypto: nodeProvider },
+    );
+    expect(smoke.violations).toEqual([]);
+    for (const seed of [3, 19]) {
+      const faults = drawSwarmFaults(seed, presetBody('default').faults);
+      const result = runSimulation(presetConfig('default', seed, { faults }), { crypto: nodeProvider });
+      expect(result.violations, `default seed ${seed}`).toEqual([]);
+    }
+  });
 
   it('both: impl and model agree on the default population', () => {
     const result = runSimulation(presetConfig('default', 1, { ...variant, engine: 'both' }), {

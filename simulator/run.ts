@@ -757,6 +757,7 @@ class Simulation {
         const snapshot = install?.snapshots.get(entry.toTick);
         if (install === undefined || !install.alive || snapshot === undefined)
           return this.skip(entry, 'no snapshot');
+        const before = install.engine.lifecycle();
         install.engine.restore(snapshot);
         install.rolledBack = true;
         install.resendArmed = false;
@@ -764,6 +765,13 @@ class Simulation {
         this.checker.count('faults.rollback');
         this.event(install.name, 'fault', { fault: 'rollback', toTick: entry.toTick });
         this.armResend(install);
+        // The device's own timers come back with the state: a poll chain ends when the lifecycle it
+        // serves does, so one restored into an earlier lifecycle gets that lifecycle's timer again.
+        const after = install.engine.lifecycle();
+        if (after === 'provisioning' && before !== 'provisioning')
+          this.queue.push(this.t + this.provisionInterval, { kind: 'provision-poll', install: install.name });
+        if (after === 'linked' && before !== 'linked')
+          this.queue.push(this.t + this.config.pollInterval, { kind: 'poll', install: install.name });
         return;
       }
     }

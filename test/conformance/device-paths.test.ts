@@ -39,8 +39,8 @@ const DEVICE_UNREACHABLE: Readonly<Record<string, string>> = {
   'device.registering net.response #3':
     'answerWhileNotLinked while registering: a registering device has only its register request pending (registerAccount / registerLinkedDevice; readProvisionMessage took the provision-get, at most one poll is pending at a time, and user actions and acceptAccountKeyChange issue nothing before `linked`), whose answer the branches before take',
   'device.linked.idle net.response #4':
-    'ignoreOrphanAnswer for a send: an outbox entry in stage `sending` leaves the outbox only when its send answer is taken (recordAcceptedSend, failEntry in an answer action) or with every pending request (becomeRevoked); failEntriesFor spares `sending` entries and the other removals (refused list, failed upload, outbox full) touch only need-list / waiting-blob / new entries',
-  'device.linked.idle net.response #11':
+    'ignoreOrphanAnswer for a send: an outbox entry in stage `sending` leaves the outbox only when its send answer is taken (completeAcceptedSend, failEntry in an answer action) or with every pending request (becomeRevoked); failEntriesFor spares `sending` entries and the other removals (refused list, failed upload, outbox full) touch only need-list / waiting-blob / new entries',
+  'device.linked.idle net.response #12':
     'ignoreOrphanAnswer for bundles: a `need-bundles` entry leaves the outbox only with its answer or with every pending request (becomeRevoked); failEntriesFor (a first list that does not match the contact link) needs a trust entry with no account key, and such a user has no accepted list, so none of its entries can be waiting for bundles (an account key, once pinned, is only ever replaced by another)',
 };
 
@@ -263,13 +263,22 @@ const SCENARIOS: Readonly<Record<string, Scenario>> = {
       ],
       false,
     );
-    // The retry request bob queued for alice's device 1 is refused for its device set.
+    // The retry request bob queued for alice's device 1 is refused for its device set: the refusal's
+    // list still names the device, so bob asks again (WP-XPORT-09) until the attempts run out.
     const list = w.answerHonestly({ kind: 'get-device-list', userId: 'alice' });
     if (list.kind !== 'device-list') throw new Error('no list');
-    w.respond('bob', w.takeRequest('bob', 'send').requestId, {
-      kind: 'refused',
-      refusal: { kind: 'mismatched-devices', missing: [], extra: [], deviceList: list.deviceList },
-    });
+    for (let i = 0; i < MAX_SEND_ATTEMPTS; i++) {
+      w.runUntilRequest('bob', 'send');
+      w.respond(
+        'bob',
+        w.takeRequest('bob', 'send').requestId,
+        {
+          kind: 'refused',
+          refusal: { kind: 'mismatched-devices', missing: [], extra: [], deviceList: list.deviceList },
+        },
+        false,
+      );
+    }
     w.sync();
     // A forged retry request for a message bob already showed: alice resends it, bob drops it.
     const sent = w

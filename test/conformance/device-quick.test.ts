@@ -13,7 +13,10 @@ import { signDeviceList } from '../../spec/device-list.js';
 import { UsageError } from '../../spec/errors.js';
 import { seededRng } from '../../spec/rng.js';
 import { deviceStep } from '../../impl/device.js';
+import { parsePreKeySignalMessage } from '../../spec/wire.js';
+import type { DeviceAddress } from '../../spec/identity.js';
 import { createDeviceMachine } from '../../model/device.js';
+import type { ServerState } from '../../impl/server.js';
 import { ACTIONS_RUN, TwinWorld, type TwinFault } from './device-twin.js';
 
 function twoUsers(seed: string, aliceExtra = 0, bobExtra = 0): TwinWorld {
@@ -145,6 +148,74 @@ describe('device machine conforms to impl/device.ts', () => {
     expect(w.outputsOf('alice').impl.filter((o) => o.kind === 'resent')).toHaveLength(1);
     expect(w.texts('bob')).toEqual(['m1', 'm2', 'm3']);
     w.compareAll('after rollback');
+  });
+
+  it('a retry request that overtakes the answer to the send is answered from the record written at encryption once the send is answered [WP-SES-21] [WP-XPORT-07]', () => {
+    const w = twoUsers('conf-retry-overtakes');
+    w.send('alice', ['bob'], 'hello');
+    w.sync();
+    // The server stores alice's message; its answer to her is lost, and bob's copy is damaged.
+    w.sendQueued('alice', ['bob'], 'overtaken');
+    w.runUntilRequest('alice', 'send');
+    const held = w.takeRequest('alice', 'send');
+    if (held.request.kind !== 'send') throw new Error('no send');
+    expect(w.answerHonestly(held.request).kind).toBe('accepted');
+    expect(corruptMailboxes(w, { userId: 'bob', deviceId: 1 }, 'alice')).toBe(1);
+    w.input('bob', { kind: 'net.fetch' });
+    w.run();
+    w.input('alice', { kind: 'net.fetch' });
+    w.run();
+    // WP-XPORT-07: the send is still unanswered, so the retry request waits unacknowledged.
+    expect(w.outputsOf('alice').impl.filter((o) => o.kind === 'resent')).toHaveLength(0);
+    w.input('alice', { kind: 'timer.resend' });
+    w.run();
+    w.input('alice', { kind: 'net.fetch' });
+    w.run();
+    expect(w.outputsOf('alice').impl.filter((o) => o.kind === 'resent')).toHaveLength(1);
+    w.sync();
+    expect(w.texts('bob')).toEqual(['hello', 'overtaken']);
+    w.compareAll('after the race');
+  });
+
+  it('a retry request refused under a stale registration id is asked again under the served list, or waits for a key-change acknowledgment [WP-XPORT-09] [WP-TRUST-04]', () => {
+    const w = twoUsers('conf-retry-stale', 1, 0);
+    w.send('alice', ['bob'], 'hello');
+    w.sync();
+    // alice-2 is reinstalled into device id 2 and writes to bob, who has not seen the new list.
+    const oldRegistration = w.implState('alice-2').prekeys.registrationId;
+    w.impl.devices.delete('alice-2');
+    w.model.devices.delete('alice-2');
+    w.input('alice', { kind: 'user.revoke-device', deviceId: 2 });
+    w.run();
+    w.linkDevice('alice', 'alice-2-new');
+    w.addContact('alice-2-new', 'bob');
+    w.send('alice-2-new', ['bob'], 'from the new install');
+    expect(corruptMailboxes(w, { userId: 'bob', deviceId: 1 }, 'alice')).toBe(1);
+    w.sync();
+    const retried = w
+      .outputsOf('bob')
+      .impl.flatMap((o) =>
+        o.kind === 'request' && o.request.kind === 'send' && o.request.messages[0]?.type === 'retry-request'
+          ? [o.request.messages[0].registrationId]
+          : [],
+      );
+    expect(retried).toEqual([oldRegistration, w.implState('alice-2-new').prekeys.registrationId]);
+    expect(w.outputsOf('alice-2-new').impl.filter((o) => o.kind === 'resent')).toHaveLength(1);
+    expect(w.texts('bob')).toEqual(['hello', 'from the new install']);
+    // alice's account is reset: bob's next retry request is refused with a list under a new key.
+    const version = w.implState('alice').trust['alice']?.list?.version ?? 1;
+    w.resetAccount('alice', 'alice', version);
+    w.addContact('alice', 'bob');
+    w.send('alice', ['bob'], 'i am back');
+    expect(corruptMailboxes(w, { userId: 'bob', deviceId: 1 }, 'alice')).toBe(1);
+    w.sync();
+    expect(w.implState('bob').outbox.map((i) => [i.kind, i.stage])).toEqual([['retry-request', 'blocked']]);
+    w.input('bob', { kind: 'user.acknowledge-key-change', userId: 'alice' });
+    w.run();
+    w.sync();
+    expect(w.texts('bob')).toEqual(['hello', 'from the new install', 'i am back']);
+    expect(w.outputsOf('bob').impl.filter((o) => o.kind === 'send-failed')).toEqual([]);
+    w.compareAll('after the stale retry requests');
   });
 
   it('user actions outside the linked state are refused the same way [WP-LIFE-01] [WP-LIFE-02]', () => {
@@ -538,3 +609,42 @@ describe('device machine conforms to impl/device.ts', () => {
     );
   });
 });
+
+/** Flips a MAC byte of every envelope from `from` waiting for `to`, in both worlds. */
+function corruptMailboxes(w: TwinWorld, to: DeviceAddress, from: string): number {
+  const corrupt = (server: ServerState): { server: ServerState; corrupted: number } => {
+    const account = server.accounts[to.userId];
+    const stored = account?.devices[String(to.deviceId)];
+    if (account === undefined || stored === undefined) throw new Error('no such mailbox');
+    let corrupted = 0;
+    const envelopes = stored.mailbox.envelopes.map((e) => {
+      if (e.sender.userId !== from) return e;
+      corrupted++;
+      // The MAC is the last byte of a SignalMessage, or of the one inside a PreKeySignalMessage.
+      const bytes = Uint8Array.from(e.bytes);
+      let end = bytes.length;
+      if (e.type === 'prekey') {
+        const parsed = parsePreKeySignalMessage(e.bytes);
+        if (!parsed.ok) throw new Error('not a PreKeySignalMessage');
+        const inner = parsed.value.message;
+        end = bytes.findIndex((_, i) => inner.every((b, j) => bytes[i + j] === b)) + inner.length;
+      }
+      bytes[end - 1] = (bytes[end - 1] ?? 0) ^ 0x01;
+      return { ...e, bytes };
+    });
+    const devices = {
+      ...account.devices,
+      [String(to.deviceId)]: { ...stored, mailbox: { ...stored.mailbox, envelopes } },
+    };
+    return {
+      server: { ...server, accounts: { ...server.accounts, [to.userId]: { ...account, devices } } },
+      corrupted,
+    };
+  };
+  const impl = corrupt(w.impl.server);
+  const model = corrupt(w.model.server);
+  w.impl.server = impl.server;
+  w.model.server = model.server;
+  if (impl.corrupted !== model.corrupted) throw new Error('the twin servers differ');
+  return impl.corrupted;
+}

@@ -900,6 +900,8 @@ function serverProbes(): ServerAction[] {
     ],
     ['register: a bad proof', { ...alice, proof: flip(alice.proof) }],
     ['register: an identical retry', alice],
+    // WP-SRV-05: an older list under the account's key is a retry only from the registered identity.
+    ['register: the same account key, another identity', registerAccount('alice', 1, 0, 1)],
     ['register: another account key, same version', registerAccount('alice', 1, 1, 1)],
     ['register: low-order identity key', { ...alice, identityKey: Uint8Array.of(5, ...new Uint8Array(32)) }],
     ['register: no last resort', { ...alice, preKeys: { ...alice.preKeys, kyberPreKeys: [kyber] } }],

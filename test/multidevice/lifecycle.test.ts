@@ -13,6 +13,7 @@ import {
 } from '../../impl/device.js';
 import {
   addContact,
+  createAccount,
   createWorld,
   device,
   firstOutputIndex,
@@ -278,6 +279,34 @@ describe('revocation', () => {
       expect(copiesIn(s.request)).toEqual([1]);
     }
     expect(texts(w, 'alice-2')).not.toContain('from bob-2 after revocation');
+  });
+});
+
+describe('restored from an older snapshot', () => {
+  it('a primary restored to before its registration was answered retries it, is linked again and reads what was sent meanwhile [WP-SRV-05] [WP-LIFE-01]', () => {
+    const w = createWorld('restored-while-registering');
+    // The registration's first answer is lost: the snapshot is of a primary still registering.
+    const release = holdRequests(w, 'alice', 'register-account');
+    createAccount(w, 'alice', 'alice');
+    release();
+    const registering = device(w, 'alice');
+    expect(registering.lifecycle.kind).toBe('registering');
+    input(w, 'alice', { kind: 'timer.resend' });
+    run(w);
+    expect(device(w, 'alice').lifecycle.kind).toBe('linked');
+    // The account moves on (a second device, list version 2) and bob writes.
+    linkDevice(w, 'alice', 'alice-2');
+    createUser(w, 'bob');
+    addContact(w, 'bob', 'alice');
+    send(w, 'bob', ['alice'], 'while you were away');
+    w.devices.set('alice', registering);
+    input(w, 'alice', { kind: 'timer.resend' });
+    run(w);
+    expect(device(w, 'alice').lifecycle.kind).toBe('linked');
+    expect(outputsOfKind(w, 'alice', 'error')).toEqual([]);
+    sync(w);
+    expect(texts(w, 'alice').filter((t) => t === 'while you were away')).toHaveLength(1);
+    expect(texts(w, 'alice-2')).toContain('while you were away');
   });
 });
 

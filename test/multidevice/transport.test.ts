@@ -6,6 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { MAX_RESENDS } from '../../spec/constants.js';
 import type { DeviceAddress } from '../../spec/identity.js';
 import { encodeRetryRequest } from '../../spec/retry-request.js';
+import { parsePreKeySignalMessage } from '../../spec/wire.js';
 import { mailboxDepth } from '../../impl/server.js';
 import {
   addContact,
@@ -13,7 +14,9 @@ import {
   device,
   holdRequests,
   input,
+  linkDevice,
   pendingOf,
+  resetAccount,
   respond,
   run,
   send,
@@ -32,7 +35,26 @@ import {
   talkingPair,
 } from './stories.js';
 
-/** Flips the last byte (inside the MAC) of every envelope from `from` waiting for `to`. */
+/**
+ * Flips the last MAC byte of a message: a SignalMessage ends with its MAC; in a PreKeySignalMessage
+ * it is the inner message's last byte (the outer fields are not all used once a session exists).
+ */
+function flipMac(type: string, bytes: Uint8Array): Uint8Array {
+  const out = Uint8Array.from(bytes);
+  let end = out.length;
+  if (type === 'prekey') {
+    const parsed = parsePreKeySignalMessage(bytes);
+    if (!parsed.ok) throw new Error('not a PreKeySignalMessage');
+    const inner = parsed.value.message;
+    const at = out.findIndex((_, i) => inner.every((b, j) => out[i + j] === b));
+    if (at < 0) throw new Error('inner message not found');
+    end = at + inner.length;
+  }
+  out[end - 1] = (out[end - 1] ?? 0) ^ 0x01;
+  return out;
+}
+
+/** Flips a MAC byte of every envelope from `from` waiting for `to`. */
 function corruptMailbox(w: World, to: DeviceAddress, from: string): number {
   const account = w.server.accounts[to.userId];
   const stored = account?.devices[String(to.deviceId)];
@@ -41,9 +63,7 @@ function corruptMailbox(w: World, to: DeviceAddress, from: string): number {
   const envelopes = stored.mailbox.envelopes.map((e) => {
     if (e.sender.userId !== from) return e;
     corrupted++;
-    const bytes = Uint8Array.from(e.bytes);
-    bytes[bytes.length - 1] = (bytes[bytes.length - 1] ?? 0) ^ 0x01;
-    return { ...e, bytes };
+    return { ...e, bytes: flipMac(e.type, e.bytes) };
   });
   const devices = {
     ...account.devices,
@@ -245,3 +265,174 @@ describe('retry requests', () => {
     expectStillTalks(w, 'alice', 'bob', 'after doomed');
   });
 });
+
+describe('retry requests that race the sender or meet a changed device', () => {
+  it('a retry request that overtakes the answer to the send is answered once the send is: the copy was recorded when encrypted [WP-SES-21] [WP-XPORT-07]', () => {
+    const w = createWorld('retry-overtakes-acceptance');
+    talkingPair(w, 0, 0);
+    // The server stores alice's message, but its answer to alice is lost.
+    let dropped = 0;
+    w.policy = (p) =>
+      p.dir === 'down' && p.device === 'alice' && p.response.kind === 'accepted' && dropped++ === 0
+        ? 'drop'
+        : 'deliver';
+    send(w, 'alice', ['bob'], 'overtaken');
+    w.policy = () => 'deliver';
+    expect(dropped).toBe(1);
+    const held = pendingOf(w, 'alice', 'send')[0]?.request;
+    if (held?.kind !== 'send') throw new Error('no pending send');
+    expect(device(w, 'alice').sesame.messageRecords.map((r) => [r.messageId, r.deviceId])).toContainEqual([
+      held.messageId,
+      1,
+    ]);
+    // Bob cannot decrypt the copy; his retry request reaches alice before her resend timer fires.
+    expect(corruptMailbox(w, BOB_1, 'alice')).toBe(1);
+    input(w, 'bob', { kind: 'net.fetch' });
+    run(w);
+    expect(outputsOfKind(w, 'bob', 'undecryptable').map((u) => u.messageId)).toEqual([held.messageId]);
+    input(w, 'alice', { kind: 'net.fetch' });
+    run(w);
+    // WP-XPORT-07: the send is still unanswered, so the retry request waits unacknowledged.
+    expect(outputsOfKind(w, 'alice', 'resent')).toEqual([]);
+    // The original send is answered later (a duplicate at the server) and completes; the retry
+    // request comes again and is answered from the record.
+    input(w, 'alice', { kind: 'timer.resend' });
+    run(w);
+    expect(outputsOfKind(w, 'alice', 'sent').map((s) => s.messageId)).toContain(held.messageId);
+    input(w, 'alice', { kind: 'net.fetch' });
+    run(w);
+    expect(outputsOfKind(w, 'alice', 'resent').map((r) => r.to)).toEqual([BOB_1]);
+    sync(w);
+    expect(texts(w, 'bob').filter((t) => t === 'overtaken')).toHaveLength(1);
+    expect(pendingOf(w, 'alice')).toEqual([]);
+    expectNothingShownTwice(w, 'bob');
+    expectStillTalks(w, 'alice', 'bob', 'after the race');
+  });
+
+  it('a send that fails leaves no message record, so nothing of it can be resent [WP-SES-21] [WP-XPORT-03]', () => {
+    const w = createWorld('failed-send-no-record');
+    talkingPair(w, 0, 0);
+    const release = holdRequests(w, 'alice', 'send');
+    send(w, 'alice', ['bob'], 'never stored');
+    release();
+    const held = pendingOf(w, 'alice', 'send')[0];
+    if (held?.request.kind !== 'send') throw new Error('no pending send');
+    const messageId = held.request.messageId;
+    const recordsOf = (): number[] =>
+      device(w, 'alice')
+        .sesame.messageRecords.filter((r) => r.messageId === messageId)
+        .map((r) => r.deviceId);
+    expect(recordsOf()).toEqual([1]);
+    respond(w, 'alice', held.requestId, {
+      kind: 'error',
+      code: 'SERVER_MALFORMED_REQUEST',
+      rule: 'WP-SRV-01',
+      message: 'crafted',
+    });
+    expect(outputsOfKind(w, 'alice', 'send-failed').map((f) => f.messageId)).toEqual([messageId]);
+    expect(recordsOf()).toEqual([]);
+    // A (forged) retry request naming it finds nothing to resend.
+    fetchRetryRequest(w, 'alice', BOB_1, messageId);
+    expect(outputsOfKind(w, 'alice', 'resent')).toEqual([]);
+    expect(texts(w, 'bob')).not.toContain('never stored');
+  });
+
+  it("a retry request to a reinstalled device the requester has no list for yet is refused as stale, then asked again under the refusal's list [WP-XPORT-09]", () => {
+    const w = createWorld('retry-to-reinstalled');
+    talkingPair(w, 1, 0);
+    const oldRegistration = device(w, 'alice-2').prekeys.registrationId;
+    // alice-2 is reinstalled into device id 2; bob has not heard of it.
+    w.devices.delete('alice-2');
+    input(w, 'alice', { kind: 'user.revoke-device', deviceId: 2 });
+    run(w);
+    linkDevice(w, 'alice', 'alice-2-new');
+    addContact(w, 'alice-2-new', 'bob');
+    const newRegistration = device(w, 'alice-2-new').prekeys.registrationId;
+    send(w, 'alice-2-new', ['bob'], 'from the new install');
+    expect(corruptMailbox(w, BOB_1, 'alice')).toBe(1);
+    sync(w);
+    const retries = sendRequestsOf(w, 'bob').filter((s) =>
+      s.request.messages.some((m) => m.type === 'retry-request'),
+    );
+    // The same retry request twice: first under the registration bob knew, then the current one.
+    expect(retries.map((s) => s.request.messages.map((m) => [m.deviceId, m.registrationId]))).toEqual([
+      [[2, oldRegistration]],
+      [[2, newRegistration]],
+    ]);
+    expect(new Set(retries.map((s) => s.request.messageId)).size).toBe(1);
+    expect(outputsOfKind(w, 'bob', 'send-failed')).toEqual([]);
+    expect(outputsOfKind(w, 'alice-2-new', 'resent').map((r) => r.to)).toEqual([BOB_1]);
+    expect(texts(w, 'bob').filter((t) => t === 'from the new install')).toHaveLength(1);
+    expectStillTalks(w, 'alice-2-new', 'bob', 'after the retry');
+  });
+
+  it("a retry request to a device the refusal's list no longer names is given up [WP-XPORT-09]", () => {
+    const w = createWorld('retry-to-revoked');
+    talkingPair(w, 1, 0);
+    addContact(w, 'alice-2', 'bob');
+    send(w, 'alice-2', ['bob'], 'last words');
+    // alice-2 is revoked before bob reads (and fails to decrypt) its message.
+    input(w, 'alice', { kind: 'user.revoke-device', deviceId: 2 });
+    run(w);
+    expect(corruptMailbox(w, BOB_1, 'alice')).toBe(1);
+    sync(w);
+    const retries = sendRequestsOf(w, 'bob').filter((s) =>
+      s.request.messages.some((m) => m.type === 'retry-request'),
+    );
+    expect(retries).toHaveLength(1);
+    expect(outputsOfKind(w, 'bob', 'send-failed').map((f) => f.error.code)).toEqual([
+      'XPORT_SEND_ATTEMPTS_EXHAUSTED',
+    ]);
+    expect(pendingOf(w, 'bob')).toEqual([]);
+  });
+
+  it('a retry request to a reset account waits for the key-change acknowledgment, then goes out [WP-XPORT-09] [WP-TRUST-04]', () => {
+    const w = createWorld('retry-to-reset-account');
+    talkingPair(w, 0, 0);
+    const version = device(w, 'alice').trust['alice']?.list?.version ?? 1;
+    resetAccount(w, 'alice', 'alice', version);
+    addContact(w, 'alice', 'bob');
+    send(w, 'alice', ['bob'], 'i am back');
+    expect(corruptMailbox(w, BOB_1, 'alice')).toBe(1);
+    sync(w);
+    // Bob's request went out under the old registration; the refusal carried a list under a new
+    // account key, so it waits for bob.
+    expect(outputsOfKind(w, 'bob', 'key-change')).toContainEqual({
+      kind: 'key-change',
+      userId: 'alice',
+      deviceId: null,
+    });
+    const waiting = device(w, 'bob').outbox.filter((i) => i.kind === 'retry-request');
+    expect(waiting.map((i) => i.stage)).toEqual(['blocked']);
+    expect(texts(w, 'bob')).not.toContain('i am back');
+    input(w, 'bob', { kind: 'user.acknowledge-key-change', userId: 'alice' });
+    run(w);
+    sync(w);
+    expect(outputsOfKind(w, 'alice', 'resent').map((r) => r.to)).toEqual([BOB_1]);
+    expect(texts(w, 'bob').filter((t) => t === 'i am back')).toHaveLength(1);
+    expect(outputsOfKind(w, 'bob', 'send-failed')).toEqual([]);
+  });
+});
+
+/** Hands `name` a retry request from `from` naming `messageId`, as its next fetched envelope. */
+function fetchRetryRequest(w: World, name: string, from: DeviceAddress, messageId: string): void {
+  const release = holdRequests(w, name, 'fetch');
+  input(w, name, { kind: 'net.fetch' });
+  run(w);
+  release();
+  const pending = pendingOf(w, name, 'fetch')[0];
+  if (pending === undefined) throw new Error('no fetch');
+  respond(w, name, pending.requestId, {
+    kind: 'envelopes',
+    envelopes: [
+      {
+        envelopeId: 88,
+        messageId: 'bb'.repeat(16),
+        sender: from,
+        type: 'retry-request',
+        bytes: encodeRetryRequest(messageId),
+        serverTimestamp: w.now,
+      },
+    ],
+  });
+}
