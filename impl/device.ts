@@ -64,6 +64,7 @@ import {
   type ProvisioningCode,
 } from '../spec/provisioning.js';
 import { decodeRetryRequest, encodeRetryRequest } from '../spec/retry-request.js';
+import { HARDENED_OPTIONS, type SecurityOptions } from '../spec/security-mode.js';
 import type {
   Envelope,
   PreKeyUpload,
@@ -96,14 +97,14 @@ import {
   type UserRecord,
 } from './sesame.js';
 
-/** How a device decides which devices of a user exist (WP-TRUST-02). */
-export interface DeviceOptions {
-  /** `signed`: lists must be signed by the pinned account key (default). `server`: the server's word. */
-  readonly deviceListAuth: 'signed' | 'server';
-}
+/**
+ * The security switches of a device (spec/security-mode.ts): how it decides which devices of a user
+ * exist (WP-TRUST-02) and which hardenings against published attacks are on.
+ */
+export type DeviceOptions = SecurityOptions;
 
-/** The hardened default. */
-export const DEFAULT_DEVICE_OPTIONS: DeviceOptions = Object.freeze({ deviceListAuth: 'signed' });
+/** The hardened default: every switch on (spec/security-mode.ts `HARDENED_OPTIONS`). */
+export const DEFAULT_DEVICE_OPTIONS: DeviceOptions = HARDENED_OPTIONS;
 
 /** Received payload ids remembered to drop duplicates (WP-XPORT-02); oldest forgotten beyond this. */
 export const MAX_SEEN_MESSAGE_IDS = 4_096;

@@ -17,14 +17,16 @@ import type { DeviceAddress, DeviceId, MessageId, UserId } from '../spec/identit
 import type { KeyPair } from '../spec/keys.js';
 import type { AppPayload } from '../spec/payload.js';
 import type { ProvisioningCode } from '../spec/provisioning.js';
+import type { SecurityOptions } from '../spec/security-mode.js';
 import type { Envelope, ServerRequest, ServerResponse } from '../spec/server-api.js';
 import type { ModelReceived, ModelSesame, ModelUserRecord, SessionsUsed } from './sesame.js';
 import type { ModelPreKeys } from './sesame-sessions.js';
 
-/** How a device decides which devices of a user exist (WP-TRUST-02). */
-export interface ModelDeviceOptions {
-  readonly deviceListAuth: 'signed' | 'server';
-}
+/**
+ * The security switches of a device (spec/security-mode.ts): how it decides which devices of a user
+ * exist (WP-TRUST-02) and which hardenings against published attacks are on.
+ */
+export type ModelDeviceOptions = SecurityOptions;
 
 /** What a device knows and trusts about one account. */
 export interface ModelTrust {

@@ -48,6 +48,7 @@ import { PRIMARY_DEVICE_ID, type DeviceId, type UserId } from '../spec/identity.
 import { fingerprint, generateKeyPair } from '../spec/keys.js';
 import { decodePayload } from '../spec/payload.js';
 import { RELAY_ADDRESS_BYTES, relayAddressFromBytes, type ProvisioningCode } from '../spec/provisioning.js';
+import { HARDENED_OPTIONS } from '../spec/security-mode.js';
 import type { Envelope, ServerRequest, ServerResponse } from '../spec/server-api.js';
 import type {
   DeviceContext,
@@ -971,8 +972,8 @@ function userContext(type: string): string {
 // ---------------------------------------------------------------------------------------------
 // Factories and the synchronous runner
 
-/** The hardened default options. */
-export const DEFAULT_MODEL_OPTIONS: ModelDeviceOptions = Object.freeze({ deviceListAuth: 'signed' });
+/** The hardened default: every switch on (spec/security-mode.ts `HARDENED_OPTIONS`). */
+export const DEFAULT_MODEL_OPTIONS: ModelDeviceOptions = HARDENED_OPTIONS;
 
 /** A running device machine driven synchronously: one input in, its outputs out. */
 export interface DeviceModelRunner {

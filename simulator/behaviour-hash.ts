@@ -6,4 +6,4 @@
  */
 
 /** The behaviour hash of this build's protocol sources. */
-export const BEHAVIOUR_HASH = '5a015a36232648ab41caf0969c4225153837a0ef22ac0a3e041ce39be5838996';
+export const BEHAVIOUR_HASH = '5e485da68610a19e1eb36dc92778967ca5c685d967ebc17ef6bc7d7952d6826d';

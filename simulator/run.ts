@@ -33,6 +33,7 @@ import type { Env } from '../spec/env.js';
 import { toHex } from '../spec/hex.js';
 import type { DeviceAddress, UserId } from '../spec/identity.js';
 import type { ServerRequest, ServerResponse } from '../spec/server-api.js';
+import { HARDENED_OPTIONS } from '../spec/security-mode.js';
 import type { DeviceInput, DeviceOptions, DeviceOutput } from '../impl/device.js';
 import type { ScheduleEntry, SimConfig, SimResult, Violation } from './api.js';
 import {
@@ -199,7 +200,7 @@ class Simulation {
     this.full = config.traceMode === 'full';
     this.trace = new TraceWriter(traceHeader(config, explicit ? schedule : null), crypto, this.full);
     this.checker = new Checker(crypto, (v) => this.traceViolation(v));
-    this.options = { deviceListAuth: config.deviceListAuth };
+    this.options = { ...HARDENED_OPTIONS, deviceListAuth: config.deviceListAuth };
     this.healAt = config.workload.durationTicks;
     this.provisionInterval = Math.min(500, config.pollInterval);
   }

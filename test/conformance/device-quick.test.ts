@@ -11,6 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { nodeProvider } from '../../spec/crypto/node.js';
 import { signDeviceList } from '../../spec/device-list.js';
 import { seededRng } from '../../spec/rng.js';
+import { HARDENED_OPTIONS } from '../../spec/security-mode.js';
 import { createDeviceMachine } from '../../model/device.js';
 import { ACTIONS_RUN, TwinWorld, type TwinFault } from './device-twin.js';
 
@@ -169,8 +170,8 @@ describe('device machine conforms to impl/device.ts', () => {
 
   it("server mode (Sesame rev 2): the server's lists are taken as served [WP-TRUST-02]", () => {
     const w = new TwinWorld('conf-server-mode');
-    w.createAccount('alice', 'alice', { deviceListAuth: 'server' });
-    w.createAccount('bob', 'bob', { deviceListAuth: 'server' });
+    w.createAccount('alice', 'alice', { ...HARDENED_OPTIONS, deviceListAuth: 'server' });
+    w.createAccount('bob', 'bob', { ...HARDENED_OPTIONS, deviceListAuth: 'server' });
     w.addContact('alice', 'bob');
     w.send('alice', ['bob'], 'trusting the server');
     w.sync();

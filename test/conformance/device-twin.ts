@@ -14,6 +14,7 @@ import type { Env } from '../../spec/env.js';
 import type { UserId } from '../../spec/identity.js';
 import { seededRng } from '../../spec/rng.js';
 import type { ServerRequest, ServerResponse } from '../../spec/server-api.js';
+import type { SecurityOptions } from '../../spec/security-mode.js';
 import {
   createPrimaryDevice,
   createProvisioningDevice,
@@ -273,7 +274,7 @@ export class TwinWorld {
   }
 
   /** A new account's primary device, registered. */
-  createAccount(name: string, userId: UserId, options?: { deviceListAuth: 'signed' | 'server' }): void {
+  createAccount(name: string, userId: UserId, options?: SecurityOptions): void {
     const impl = createPrimaryDevice(this.impl.env, userId, this.now, options);
     const model = createPrimaryDeviceModel(this.model.env, userId, this.now, options);
     this.adopt(name, impl, model);
