@@ -118,6 +118,13 @@ import {
   trustFor,
   type Frame,
 } from './device-steps.js';
+import {
+  cacheAfterAccepting,
+  checkChainSighting,
+  createsSession,
+  replayedInitialMessage,
+  replayRefusal,
+} from './hardening.js';
 import { abstractModelSesame, newSesame, openFromSender } from './sesame.js';
 import { drawPreKeys } from './sesame-sessions.js';
 import { stateId, StepRecorder, type MachineStep } from './state-path.js';
@@ -163,6 +170,8 @@ export const RULES: Readonly<Record<string, readonly WhitepaperRuleId[]>> = Obje
   isRetryRequest: ['WP-XPORT-06', 'WP-SES-13'],
   ratchetDuplicate: ['WP-XPORT-02', 'WP-DR-10'],
   decryptionFailed: ['WP-SES-09', 'WP-SES-10', 'WP-XPORT-06'],
+  initialMessageReplayed: ['WP-PQXDH-13'],
+  forkEvidence: ['WP-SES-20'],
   senderIdentityMatchesList: ['WP-TRUST-05'],
   payloadDecodes: ['WP-PAY-01'],
   payloadAlreadySeen: ['WP-XPORT-02'],
@@ -218,12 +227,14 @@ export const RULES: Readonly<Record<string, readonly WhitepaperRuleId[]>> = Obje
   rejectUnlistedSender: ['WP-TRUST-05'],
   answerRetryRequest: ['WP-SES-13', 'WP-SES-14', 'WP-XPORT-06'],
   acknowledgeEnvelope: ['WP-XPORT-02'],
-  decryptEnvelope: ['WP-SES-09', 'WP-SES-10'],
+  decryptEnvelope: ['WP-SES-09', 'WP-SES-10', 'WP-SES-18', 'WP-SES-19'],
   dropDuplicateEnvelope: ['WP-XPORT-02'],
+  rejectReplayedInitialMessage: ['WP-PQXDH-13'],
+  reportCloneDetected: ['WP-SES-20'],
   reportUndecryptable: ['WP-SES-09', 'WP-SES-10'],
   requestRetry: ['WP-XPORT-06'],
   rejectIdentityMismatch: ['WP-TRUST-05'],
-  commitSessions: ['WP-SES-02', 'WP-SES-10', 'WP-TRUST-07'],
+  commitSessions: ['WP-SES-02', 'WP-SES-10', 'WP-TRUST-07', 'WP-PQXDH-13', 'WP-SES-20'],
   reportMalformedPayload: ['WP-PAY-01'],
   dropDuplicatePayload: ['WP-XPORT-02'],
   rejectForeignSyncCopy: ['WP-TRUST-05'],
@@ -401,6 +412,21 @@ export function createDeviceMachine(env: Env) {
         );
       },
       decryptionFailed: ({ context }) => context.inFlight?.received?.ok !== true,
+      initialMessageReplayed: ({ context }) => {
+        const inFlight = context.inFlight;
+        return (
+          inFlight !== null &&
+          context.options.initialReplayCache &&
+          inFlight.envelope.type === 'prekey' &&
+          replayedInitialMessage(
+            context.sesame,
+            context.initialMessages,
+            inFlight.envelope.sender,
+            inFlight.envelope.bytes,
+          )
+        );
+      },
+      forkEvidence: ({ context }) => context.inFlight?.sighting?.kind === 'fork',
       senderIdentityMatchesList: ({ context }) => {
         const inFlight = context.inFlight;
         if (inFlight === null || inFlight.received === null || !inFlight.received.ok) return false;
@@ -587,6 +613,8 @@ export function createDeviceMachine(env: Env) {
             listRefreshed: next.listRefreshed,
             received: null,
             payload: null,
+            sighting: null,
+            createdSession: false,
           },
         };
       }),
@@ -618,9 +646,43 @@ export function createDeviceMachine(env: Env) {
           envelope.sender,
           envelope.type,
           envelope.bytes,
+          // WP-SES-18/19: sequential sessions when the device is hardened.
+          f.ctx.options.sequentialSessions,
         );
         const inFlight = f.ctx.inFlight;
-        if (inFlight !== null) f.ctx = { ...f.ctx, inFlight: { ...inFlight, received } };
+        if (inFlight === null) return;
+        f.ctx = {
+          ...f.ctx,
+          inFlight: {
+            ...inFlight,
+            received,
+            // WP-SES-20: placed on the sender's chains before anything is committed.
+            sighting:
+              received.ok && f.ctx.options.cloneDetection
+                ? checkChainSighting(
+                    f.ctx.chainSightings,
+                    f.ctx.sesame,
+                    received.value.sesame,
+                    envelope.sender,
+                    envelope,
+                  )
+                : null,
+            createdSession:
+              received.ok &&
+              envelope.type === 'prekey' &&
+              createsSession(f.ctx.sesame, envelope.sender, envelope.bytes),
+          },
+        };
+      }),
+      rejectReplayedInitialMessage: onEnvelope((f, envelope) =>
+        // WP-PQXDH-13: reported like any undecryptable message; `requestRetry` follows.
+        undecryptable(f, envelope, replayRefusal(envelope.bytes)),
+      ),
+      reportCloneDetected: onEnvelope((f, envelope) => {
+        const sighting = f.ctx.inFlight?.sighting;
+        // WP-SES-20: the message is refused and the fork reported.
+        if (sighting?.kind === 'fork')
+          say(f, { kind: 'clone-detected', from: envelope.sender, evidence: sighting.evidence });
       }),
       dropDuplicateEnvelope: onEnvelope((f, envelope) =>
         say(f, { kind: 'duplicate-dropped', from: envelope.sender, messageId: envelope.messageId }),
@@ -642,10 +704,18 @@ export function createDeviceMachine(env: Env) {
         const inFlight = f.ctx.inFlight;
         if (inFlight === null || inFlight.received === null || !inFlight.received.ok) return;
         const received = inFlight.received.value;
+        const sighting = inFlight.sighting;
         f.ctx = {
           ...f.ctx,
           sesame: received.sesame,
           prekeys: received.prekeys,
+          // WP-PQXDH-13: remember an accepted initial message made without a one-time prekey.
+          initialMessages:
+            f.ctx.options.initialReplayCache && inFlight.createdSession
+              ? cacheAfterAccepting(f.ctx.initialMessages, received.prekeys, envelope.bytes)
+              : f.ctx.initialMessages,
+          // WP-SES-20: what this message showed of the sender's chains.
+          chainSightings: sighting?.kind === 'consistent' ? sighting.sightings : f.ctx.chainSightings,
           inFlight: { ...inFlight, payload: decodePayload(received.plaintext) },
         };
         // An authenticated message from a sender who wrote first makes them reachable (WP-TRUST-01);
@@ -877,6 +947,11 @@ export function createDeviceMachine(env: Env) {
                     target: 'next',
                     actions: ['answerRetryRequest', 'acknowledgeEnvelope'],
                   },
+                  {
+                    guard: 'initialMessageReplayed',
+                    target: 'next',
+                    actions: ['rejectReplayedInitialMessage', 'requestRetry', 'acknowledgeEnvelope'],
+                  },
                   { target: 'checkDecrypted', actions: 'decryptEnvelope' },
                 ],
               },
@@ -891,6 +966,11 @@ export function createDeviceMachine(env: Env) {
                     guard: 'decryptionFailed',
                     target: 'next',
                     actions: ['reportUndecryptable', 'requestRetry', 'acknowledgeEnvelope'],
+                  },
+                  {
+                    guard: 'forkEvidence',
+                    target: 'next',
+                    actions: ['reportCloneDetected', 'requestRetry', 'acknowledgeEnvelope'],
                   },
                   { target: 'checkIdentity' },
                 ],
@@ -1020,6 +1100,8 @@ function baseContext(
     parked: [],
     linkedAt: 0,
     lastFullDrainAt: 0,
+    initialMessages: [],
+    chainSightings: [],
     inbox: [],
     inFlight: null,
     acked: [],
@@ -1206,6 +1288,8 @@ export function abstractDeviceOf(c: CryptoProvider, context: DeviceContext): Dev
     parkedEnvelopeIds: context.parked.map((p) => p.envelope.envelopeId),
     oneTimePreKeyIds: context.prekeys.oneTimePreKeys.map((k) => k.keyId),
     kyberPreKeyIds: context.prekeys.kyberPreKeys.map((k) => k.keyId),
+    initialMessages: context.initialMessages.length,
+    chainSightings: context.chainSightings.length,
   };
 }
 

@@ -6,4 +6,4 @@
  */
 
 /** The behaviour hash of this build's protocol sources. */
-export const BEHAVIOUR_HASH = '5e485da68610a19e1eb36dc92778967ca5c685d967ebc17ef6bc7d7952d6826d';
+export const BEHAVIOUR_HASH = '14b00eede6e689277da4217bd1af2410b1e551c7ae4598056d0895599cc52c3b';

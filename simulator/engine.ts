@@ -232,6 +232,8 @@ export function abstractImplDevice(
     parkedEnvelopeIds: state.parked.map((p) => p.envelope.envelopeId),
     oneTimePreKeyIds: state.prekeys.oneTimePreKeys.map((k) => k.keyId),
     kyberPreKeyIds: state.prekeys.kyberPreKeys.map((k) => k.keyId),
+    initialMessages: state.initialMessages.length,
+    chainSightings: state.chainSightings.length,
   };
 }
 

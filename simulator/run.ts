@@ -507,6 +507,9 @@ class Simulation {
       case 'duplicate-dropped':
         c.count('duplicate-dropped');
         return;
+      case 'clone-detected':
+        c.count('clone-detected');
+        return;
       case 'resent':
         c.count('resends');
         return;

@@ -60,6 +60,10 @@ export interface DeviceAbstract {
   readonly oneTimePreKeyIds: readonly number[];
   /** Kyber prekey ids still held (one-time and last resort), in order. */
   readonly kyberPreKeyIds: readonly number[];
+  /** WP-PQXDH-13: entries of the initial-message replay cache. */
+  readonly initialMessages: number;
+  /** WP-SES-20: peer sending chains remembered for clone detection. */
+  readonly chainSightings: number;
 }
 
 /** Device id type re-exported for projections. */

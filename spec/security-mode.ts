@@ -5,14 +5,12 @@
  * - `spec` is the specification-faithful behaviour (Sesame rev 2, X3DH/PQXDH as written, device
  *   lists taken from the server): the simulator's attack scenarios show each attack succeeding here.
  * - `hardened` (the default of both engines) turns every defence on: signed device lists
- *   (WP-TRUST-*), sequential sessions (Cremers–Jacomme–Naska 2023), the initial-message replay cache
- *   (Kobeissi–Bhargavan–Blanchet 2017) and clone detection (Cohn-Gordon et al. 2020).
+ *   (WP-TRUST-*), sequential sessions (WP-SES-18/19; Cremers–Jacomme–Naska 2023), the
+ *   initial-message replay cache (WP-PQXDH-13; Kobeissi–Bhargavan–Blanchet 2017) and clone
+ *   detection (WP-SES-20; Cohn-Gordon et al. 2020).
  *
  * impl/device.ts `DeviceOptions` and model/device-data.ts `ModelDeviceOptions` are structurally
  * {@link SecurityOptions}, so one value configures either engine.
- *
- * Status (in progress): both engines accept all four switches; `sequentialSessions`,
- * `initialReplayCache` and `cloneDetection` are not enforced yet.
  * @module
  */
 
@@ -27,18 +25,18 @@ export interface SecurityOptions {
    */
   readonly deviceListAuth: 'signed' | 'server';
   /**
-   * Sequential sessions (CJN23 fix): a session superseded by a newer established one can neither
-   * send, start a new receiving chain nor become active again.
+   * WP-SES-18/19, sequential sessions (CJN23 fix): a session superseded by a newer established one
+   * can neither send, start a new receiving chain nor become active again.
    */
   readonly sequentialSessions: boolean;
   /**
-   * Initial-message replay cache (KBB fix): a PreKey message made without a one-time prekey is
-   * accepted at most once while the signed prekey it used is accepted.
+   * WP-PQXDH-13, initial-message replay cache (KBB fix): a PreKey message made without a one-time
+   * prekey is accepted at most once while the signed prekey it used is held.
    */
   readonly initialReplayCache: boolean;
   /**
-   * Clone detection: authenticated evidence that a peer device's ratchet state forked is reported
-   * (`clone-detected`) and the message refused.
+   * WP-SES-20, clone detection: authenticated evidence that a peer device's ratchet state forked is
+   * reported (`clone-detected`) and the message refused.
    */
   readonly cloneDetection: boolean;
 }
