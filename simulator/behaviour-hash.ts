@@ -6,4 +6,4 @@
  */
 
 /** The behaviour hash of this build's protocol sources. */
-export const BEHAVIOUR_HASH = '14b00eede6e689277da4217bd1af2410b1e551c7ae4598056d0895599cc52c3b';
+export const BEHAVIOUR_HASH = '72c8e5a6dc6c792f65a97d1f4b179a575d284bd91b2b25562c7b75c054363a5a';

@@ -17,6 +17,7 @@
  * @module
  */
 import type { BugName } from '../spec/bugs.js';
+import { HARDENED_OPTIONS, type SecurityOptions } from '../spec/security-mode.js';
 import {
   NO_FAULTS,
   type EngineChoice,
@@ -124,7 +125,7 @@ const PRESETS: Readonly<Record<PresetName, PresetBody>> = Object.freeze({
   quiet: {
     workload: SMOKE_WORKLOAD,
     faults: NO_FAULTS,
-    deviceListAuth: 'signed',
+    ...HARDENED_OPTIONS,
     livenessBound: 200_000,
     traceMode: 'full',
     pollInterval: 1_000,
@@ -133,7 +134,7 @@ const PRESETS: Readonly<Record<PresetName, PresetBody>> = Object.freeze({
   smoke: {
     workload: SMOKE_WORKLOAD,
     faults: SMOKE_FAULTS,
-    deviceListAuth: 'signed',
+    ...HARDENED_OPTIONS,
     livenessBound: 200_000,
     traceMode: 'full',
     pollInterval: 1_000,
@@ -142,7 +143,7 @@ const PRESETS: Readonly<Record<PresetName, PresetBody>> = Object.freeze({
   default: {
     workload: DEFAULT_WORKLOAD,
     faults: DEFAULT_FAULTS,
-    deviceListAuth: 'signed',
+    ...HARDENED_OPTIONS,
     livenessBound: 400_000,
     traceMode: 'full',
     pollInterval: 2_000,
@@ -151,7 +152,7 @@ const PRESETS: Readonly<Record<PresetName, PresetBody>> = Object.freeze({
   'peak-day': {
     workload: PEAK_DAY_WORKLOAD,
     faults: PEAK_DAY_FAULTS,
-    deviceListAuth: 'signed',
+    ...HARDENED_OPTIONS,
     livenessBound: 4 * 3_600_000,
     traceMode: 'summary',
     pollInterval: 3_600_000,
@@ -169,6 +170,8 @@ export interface PresetOptions {
   readonly workload?: Partial<WorkloadConfig>;
   readonly traceMode?: SimConfig['traceMode'];
   readonly deviceListAuth?: SimConfig['deviceListAuth'];
+  /** The devices' security switches (spec/security-mode.ts); default the preset's (hardened). */
+  readonly security?: SecurityOptions;
 }
 
 /** The configuration of `preset` for one seed. */
@@ -180,7 +183,10 @@ export function presetConfig(preset: PresetName, seed: number, options: PresetOp
     engine: options.engine ?? 'impl',
     workload: { ...body.workload, ...(options.workload ?? {}) },
     faults: options.faults ?? body.faults,
-    deviceListAuth: options.deviceListAuth ?? body.deviceListAuth,
+    deviceListAuth: options.deviceListAuth ?? options.security?.deviceListAuth ?? body.deviceListAuth,
+    sequentialSessions: options.security?.sequentialSessions ?? body.sequentialSessions,
+    initialReplayCache: options.security?.initialReplayCache ?? body.initialReplayCache,
+    cloneDetection: options.security?.cloneDetection ?? body.cloneDetection,
     bugs: [...(options.bugs ?? [])],
     livenessBound: body.livenessBound,
     traceMode: options.traceMode ?? body.traceMode,
