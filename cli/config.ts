@@ -5,6 +5,7 @@
  * @module
  */
 import { isBugName, type BugName } from '../spec/bugs.js';
+import { securityOptions, type SecurityMode } from '../spec/security-mode.js';
 import type { EngineChoice, FaultConfig, ScheduleEntry, SimConfig } from '../simulator/api.js';
 import { drawSwarmFaults } from '../simulator/faults.js';
 import {
@@ -44,6 +45,10 @@ export interface RunChoice {
   /** Draw the fault rates from the seed, as `swarm` does. */
   readonly swarmFaults: boolean;
   readonly faultOverrides: Readonly<Partial<Record<FaultFlag, number>>>;
+  /** Random adversary actions drawn from the seed (simulator/adversary.ts; 0: an honest run). */
+  readonly adversary: number;
+  /** The devices' security switches; null keeps the preset's (hardened). */
+  readonly mode: SecurityMode | null;
 }
 
 /** A configuration ready to run, with the explicit schedule when the input fixes one. */
@@ -85,6 +90,25 @@ function chosenFaults(choice: RunChoice, preset: PresetName): FaultConfig {
 
 /** The configuration (and explicit schedule, if any) a choice stands for. */
 export function prepareRun(choice: RunChoice): PreparedRun {
+  const prepared = prepareHonestRun(choice);
+  const security =
+    choice.mode === null
+      ? {}
+      : (() => {
+          const o = securityOptions(choice.mode);
+          return {
+            deviceListAuth: o.deviceListAuth,
+            sequentialSessions: o.sequentialSessions,
+            initialReplayCache: o.initialReplayCache,
+            cloneDetection: o.cloneDetection,
+          };
+        })();
+  const adversary =
+    choice.adversary > 0 ? { adversary: { name: 'swarm', steps: [], randomActions: choice.adversary } } : {};
+  return { ...prepared, config: { ...prepared.config, ...security, ...adversary } };
+}
+
+function prepareHonestRun(choice: RunChoice): PreparedRun {
   const options = { engine: choice.engine, bugs: choice.bugs };
   if (choice.scenario === null) {
     const faults = chosenFaults(choice, choice.preset);
@@ -117,6 +141,8 @@ export function simCommand(choice: RunChoice): string {
     parts.push(FAULT_FLAGS[field as FaultFlag].flag, String(value));
   }
   for (const bug of choice.bugs) parts.push('--bug', bug);
+  if (choice.mode !== null) parts.push('--mode', choice.mode);
+  if (choice.adversary > 0) parts.push('--adversary', String(choice.adversary));
   return parts.map(shellQuote).join(' ');
 }
 

@@ -25,13 +25,13 @@ describe('lockstep command line', () => {
   it('lists every command in --help', () => {
     const help = lockstep('--help');
     expect(help.status).toBe(0);
-    for (const command of ['sim', 'replay', 'diff', 'shrink', 'swarm', 'check-determinism']) {
+    for (const command of ['sim', 'replay', 'diff', 'shrink', 'swarm', 'check-determinism', 'attack']) {
       expect(help.stdout).toMatch(new RegExp(`^\\s+${command}\\b`, 'm'));
     }
   });
 
   it('has --help on every command; sim lists presets and planted bugs, swarm names its output folder', () => {
-    for (const command of ['sim', 'replay', 'diff', 'shrink', 'swarm', 'check-determinism']) {
+    for (const command of ['sim', 'replay', 'diff', 'shrink', 'swarm', 'check-determinism', 'attack']) {
       const help = lockstep(command, '--help');
       expect(help.status, command).toBe(0);
       expect(help.stdout, command).toContain('Usage: lockstep');
@@ -189,5 +189,60 @@ describe('lockstep command line', () => {
       expect(failure.trace).not.toBeNull();
       expect(readFileSync(failure.trace ?? '', 'utf8').length).toBeGreaterThan(0);
     }
+  });
+
+  it('attack: --help lists the scenarios; a run prints the oracles’ findings, writes a trace that replays, and exits 0 on the expected outcome', () => {
+    const help = lockstep('attack', '--help');
+    expect(help.status).toBe(0);
+    for (const name of [
+      'session-revival',
+      'server-injected-device',
+      'initial-replay',
+      'kci-signed-prekey',
+      'clone-detection',
+      'qr-phishing',
+    ])
+      expect(help.stdout).toContain(name);
+    const trace = path.join(TMP, 'replay-attack.ndjson');
+    const run = lockstep('attack', 'initial-replay', '--mode', 'spec', '--out', trace);
+    expect(run.stderr).toBe('');
+    expect(run.status).toBe(0);
+    expect(run.stdout).toContain('attack succeeds (whitepaper expects: succeeds)');
+    expect(run.stdout).toContain('replay      u1/1 accepted one initial message 2 times');
+    expect(run.stdout).not.toMatch(/~mk[0-9a-f]{12}~/);
+    const replay = lockstep('replay', trace);
+    expect(replay.stdout).toContain('reproduced byte for byte');
+    expect(replay.stdout).toContain('adversary initial-replay: 1 security oracle violation(s)');
+    expect(lockstep('attack', 'no-such-attack').status).toBe(2);
+    expect(lockstep('attack', 'initial-replay', '--out', trace).status).toBe(2);
+  });
+
+  it('swarm --adversary judges each seed by the security oracles and names the adversary in repro lines', () => {
+    const outDir = path.join(TMP, 'adversary-failures');
+    const run = lockstep(
+      'swarm',
+      '--seeds',
+      '2',
+      '--first-seed',
+      '3',
+      '--preset',
+      'smoke',
+      '--engine',
+      'impl',
+      '--workers',
+      '1',
+      '--adversary',
+      '4',
+      '--mode',
+      'hardened',
+      '--out-dir',
+      outDir,
+      '--no-progress',
+    );
+    expect(run.stderr).toBe('');
+    expect(run.stdout).toContain('an adversary with 4 random actions (mode hardened');
+    if (run.status === 1)
+      expect(run.stdout).toMatch(/repro: npx lockstep sim .*--mode hardened --adversary 4/);
+    else expect(run.status).toBe(0);
   });
 });

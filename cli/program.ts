@@ -1,6 +1,6 @@
 /**
  * The `lockstep` command line (commander): `sim`, `replay`, `diff`, `shrink`, `swarm`,
- * `check-determinism` and `viz`. Every command parses its options, calls the simulator and prints; no
+ * `check-determinism` `viz` and `attack`. Every command parses its options, calls the simulator and prints; no
  * protocol logic lives here.
  *
  * Exit statuses: 0 success; 1 a check failed (a property was violated, the engines diverged, the
@@ -11,6 +11,7 @@
 import os from 'node:os';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { PLANTED_BUGS } from '../spec/bugs.js';
+import type { SecurityMode } from '../spec/security-mode.js';
 import type { EngineChoice } from '../simulator/api.js';
 import { diffTraces } from '../simulator/diff.js';
 import { engineAvailable } from '../simulator/engine.js';
@@ -27,6 +28,15 @@ import {
   type FaultFlag,
   type RunChoice,
 } from './config.js';
+import {
+  attackCommand,
+  attackHelpText,
+  attackTable,
+  formatAttackRun,
+  MODES,
+  parseScenario,
+  runAttackCli,
+} from './attack.js';
 import { CliError, readTraceLines, traceDigest, writeTraceLines } from './io.js';
 import { CLI_CRYPTO, simulate, unavailableAsUsage } from './simulate.js';
 import { formatSummary, formatVerdict, passed } from './summary.js';
@@ -83,6 +93,8 @@ interface SimOptions {
   readonly out?: string;
   readonly swarmFaults: boolean;
   readonly json: boolean;
+  readonly adversary: number;
+  readonly mode?: SecurityMode;
   readonly [flag: string]: unknown;
 }
 
@@ -100,6 +112,8 @@ function simAction(options: SimOptions): void {
     scenario: options.scenario ?? null,
     swarmFaults: options.swarmFaults,
     faultOverrides,
+    adversary: options.adversary,
+    mode: options.mode ?? null,
   };
   const prepared = prepareRun(choice);
   const started = process.hrtime.bigint();
@@ -220,6 +234,8 @@ function determinismAction(options: DeterminismOptions): void {
     scenario: null,
     swarmFaults: false,
     faultOverrides: {},
+    adversary: 0,
+    mode: null,
   };
   const prepared = prepareRun(choice);
   const first = simulate(prepared.config);
@@ -243,6 +259,51 @@ function determinismAction(options: DeterminismOptions): void {
     `repro: npx lockstep check-determinism --seed ${choice.seed} --preset ${choice.preset} --engine ${choice.engine}`,
   );
   process.exitCode = 1;
+}
+
+interface AttackOptions {
+  readonly mode?: SecurityMode;
+  readonly seed: number;
+  readonly engine: EngineChoice;
+  readonly bug: readonly string[];
+  readonly out?: string;
+  readonly all: boolean;
+}
+
+function attackAction(name: string | undefined, options: AttackOptions): void {
+  const cli = { seed: options.seed, engine: options.engine, bug: parseBugs(options.bug) };
+  if (options.all) {
+    if (name !== undefined) throw new CliError('give a scenario name or --all, not both');
+    if (options.out !== undefined) throw new CliError('--out writes one run: name a scenario and a --mode');
+    const table = attackTable(cli);
+    say(table.text);
+    if (table.mismatches > 0) {
+      say(`${table.mismatches} outcome(s) differ from what the whitepaper expects`);
+      process.exitCode = 1;
+    }
+    return;
+  }
+  if (name === undefined) throw new CliError(`name a scenario or give --all (see 'lockstep attack --help')`);
+  const scenario = parseScenario(name);
+  const modes = options.mode === undefined ? MODES : [options.mode];
+  if (options.out !== undefined && modes.length > 1)
+    throw new CliError('--out writes one run: choose it with --mode spec or --mode hardened');
+  for (const mode of modes) {
+    const run = runAttackCli(scenario, mode, cli);
+    say(formatAttackRun(run));
+    if (options.out !== undefined) {
+      writeTraceLines(options.out, run.result.lines);
+      say(`trace: ${options.out} (${run.result.lines.length} lines; replay: ${replayCommand(options.out)})`);
+    }
+    if (run.result.divergence !== null) {
+      say(`divergence: ${JSON.stringify(run.result.divergence)}`);
+      process.exitCode = 1;
+    }
+    if (run.outcome.succeeded !== run.expected) {
+      say(`repro: ${attackCommand(scenario.name, mode, options.seed, options.engine)}`);
+      process.exitCode = 1;
+    }
+  }
 }
 
 /** Build the `lockstep` program. */
@@ -269,6 +330,18 @@ export function buildProgram(): Command {
       .default(1);
   const bugOption = (): Option =>
     new Option('--bug <name>', 'plant a bug (repeatable; see below)').argParser(collect).default([]);
+  const adversaryOption = (): Option =>
+    new Option(
+      '--adversary <n>',
+      'add an adversary taking n random actions drawn from the seed (network, malicious server, compromise, clone, KCI); judged by the security oracles',
+    )
+      .argParser(parseInteger('--adversary', 0))
+      .default(0);
+  const modeOption = (): Option =>
+    new Option(
+      '--mode <mode>',
+      "the devices' security switches: spec (every hardening off, device lists from the server) or hardened (the presets' default)",
+    ).choices([...MODES]);
 
   const sim = program
     .command('sim')
@@ -282,6 +355,8 @@ export function buildProgram(): Command {
     .addOption(engineOption())
     .addOption(bugOption())
     .option('--out <trace>', 'write the NDJSON trace to this file')
+    .addOption(adversaryOption())
+    .addOption(modeOption())
     .option('--swarm-faults', 'draw the fault rates from the seed, as swarm does', false)
     .option('--json', 'print the outcome as one JSON line instead of the summary', false);
   // Each flag's attribute name (--delay-mean → delayMean) is the FaultConfig field it overrides.
@@ -344,6 +419,8 @@ export function buildProgram(): Command {
         .default(os.availableParallelism(), 'os.availableParallelism()'),
     )
     .option('--out-dir <dir>', 'folder for failing traces', DEFAULT_OUT_DIR)
+    .addOption(adversaryOption())
+    .addOption(modeOption())
     .option('--triage <file>', 'write property failure counts and sometimes-counters as JSON')
     .option('--no-progress', 'no progress bar')
     .addHelpText(
@@ -362,6 +439,8 @@ export function buildProgram(): Command {
         preset: parsePreset(options.preset),
         engine: options.engine,
         bugs: parseBugs(options.bug),
+        adversary: options.adversary,
+        mode: options.mode ?? null,
         workers: options.workers,
         outDir: options.outDir,
         triage: options.triage ?? null,
@@ -370,6 +449,30 @@ export function buildProgram(): Command {
       });
       if (summary.failed > 0) process.exitCode = 1;
     });
+
+  program
+    .command('attack')
+    .description(
+      'run a known-attack scenario with an adversary and print what the security oracles found (--all: the outcome table)',
+    )
+    .argument('[name]', 'the scenario (see below)')
+    .addOption(
+      new Option(
+        '--mode <mode>',
+        'security switches of every device (default: both modes, one after the other)',
+      ).choices([...MODES]),
+    )
+    .addOption(seedOption())
+    .addOption(
+      new Option('--engine <engine>', 'which engine backs the nodes; both = impl and model in lockstep')
+        .choices(ENGINES)
+        .default('impl'),
+    )
+    .addOption(bugOption())
+    .option('--out <trace>', 'write the NDJSON trace of the run (needs --mode)')
+    .option('--all', 'run every scenario in both modes and print the outcome table', false)
+    .addHelpText('after', attackHelpText())
+    .action((name: string | undefined, options: AttackOptions) => attackAction(name, options));
 
   program
     .command('check-determinism')
@@ -401,6 +504,8 @@ export function buildProgram(): Command {
 }
 
 interface SwarmCliOptions {
+  readonly adversary: number;
+  readonly mode?: SecurityMode;
   readonly seeds: number;
   readonly firstSeed: number;
   readonly preset: string;

@@ -156,13 +156,30 @@ export function formatLatency(latency: SimResult['latency']): string {
   return `  ${'delivery latency'.padEnd(20)} p50 ${latency.p50} ms, p99 ${latency.p99} ms, max ${latency.max} ms over ${latency.count} deliveries (simulated; ${verdict})`;
 }
 
-/** The verdict line(s): pass, or each violation and the divergence. */
+/**
+ * The verdict line(s): pass, or each violation and the divergence. A run with an adversary is
+ * judged by its security oracles; the honest-run properties it broke are listed as what the
+ * attacker did, not as failures.
+ */
 export function formatVerdict(result: SimResult): string {
-  if (passed(result)) return 'result: PASS (all properties held)';
-  const out = ['result: FAIL'];
-  for (const v of result.violations) {
-    out.push(`  violated ${v.property} at t=${v.t} seq=${v.seq} [${v.rules.join(', ')}]: ${v.message}`);
+  const security = result.security;
+  const out: string[] = [];
+  if (security !== null) {
+    out.push(
+      `  adversary ${security.plan}: ${security.violations.length} security oracle violation(s), ${new Set(security.leaks.map((l) => l.text)).size} of ${security.plaintexts} plaintexts readable by the attacker`,
+    );
+    for (const v of security.violations.slice(0, 20)) out.push(`    ${v.oracle} at t=${v.t}: ${v.message}`);
+    const broken = [...new Set(result.violations.map((v) => v.property))];
+    if (broken.length > 0) out.push(`  honest-run properties the attack broke: ${broken.join(', ')}`);
   }
+  if (passed(result)) return [...out, 'result: PASS (all properties held)'].join('\n');
+  out.push('result: FAIL');
+  if (security !== null) {
+    if (result.divergence === null) return out.join('\n');
+  } else
+    for (const v of result.violations) {
+      out.push(`  violated ${v.property} at t=${v.t} seq=${v.seq} [${v.rules.join(', ')}]: ${v.message}`);
+    }
   const d = result.divergence;
   if (d !== null) {
     out.push(`  engines diverged at t=${d.t} seq=${d.seq} on ${d.node}, ${d.field}:`);
@@ -172,8 +189,12 @@ export function formatVerdict(result: SimResult): string {
   return out.join('\n');
 }
 
-/** Whether a run held every property and the engines agreed. */
+/**
+ * Whether a run held every property and the engines agreed. With an adversary, the properties are
+ * its security oracles (an attacker may break the honest-run ones, e.g. by dropping messages).
+ */
 export function passed(result: SimResult): boolean {
+  if (result.security !== null) return result.security.violations.length === 0 && result.divergence === null;
   return result.violations.length === 0 && result.divergence === null;
 }
 

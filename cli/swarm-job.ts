@@ -6,6 +6,7 @@
  */
 import path from 'node:path';
 import type { BugName } from '../spec/bugs.js';
+import type { SecurityMode } from '../spec/security-mode.js';
 import type { Counters, EngineChoice } from '../simulator/api.js';
 import type { PresetName } from '../simulator/presets.js';
 import { prepareRun, simCommand, type RunChoice } from './config.js';
@@ -19,6 +20,8 @@ export interface SwarmJob {
   readonly preset: PresetName;
   readonly engine: EngineChoice;
   readonly bugs: readonly BugName[];
+  readonly adversary: number;
+  readonly mode: SecurityMode | null;
   readonly outDir: string;
 }
 
@@ -51,6 +54,8 @@ export function runSwarmJob(job: SwarmJob): SwarmOutcome {
     scenario: null,
     swarmFaults: true,
     faultOverrides: {},
+    adversary: job.adversary,
+    mode: job.mode,
   };
   const repro = simCommand(choice);
   const started = process.hrtime.bigint();
@@ -58,14 +63,24 @@ export function runSwarmJob(job: SwarmJob): SwarmOutcome {
     const result = simulate(prepareRun(choice).config);
     const wallMs = Number(process.hrtime.bigint() - started) / 1e6;
     const ok = passed(result);
-    const failedProperties = [...new Set(result.violations.map((v) => v.property))];
+    // With an adversary the security oracles decide (the attacker may break honest-run properties).
+    const failedProperties =
+      result.security === null
+        ? [...new Set(result.violations.map((v) => v.property))]
+        : [...new Set(result.security.violations.map((v) => `oracle:${v.oracle}`))];
     if (result.divergence !== null) failedProperties.push('divergence');
     let trace: string | null = null;
     if (!ok) {
       trace = path.join(job.outDir, `seed-${job.seed}.ndjson`);
       writeTraceLines(trace, result.lines);
     }
-    const first = result.violations[0];
+    const oracle = result.security?.violations[0];
+    const first =
+      oracle !== undefined
+        ? { property: `oracle:${oracle.oracle}`, message: oracle.message }
+        : result.security === null
+          ? result.violations[0]
+          : undefined;
     return {
       seed: job.seed,
       passed: ok,

@@ -9,6 +9,7 @@
 import { Worker } from 'node:worker_threads';
 import cliProgress from 'cli-progress';
 import type { BugName } from '../spec/bugs.js';
+import type { SecurityMode } from '../spec/security-mode.js';
 import type { EngineChoice } from '../simulator/api.js';
 import type { PresetName } from '../simulator/presets.js';
 import { replayCommand } from './config.js';
@@ -26,6 +27,10 @@ export interface SwarmOptions {
   readonly preset: PresetName;
   readonly engine: EngineChoice;
   readonly bugs: readonly BugName[];
+  /** Random adversary actions per seed (0: honest runs); its runs are judged by the security oracles. */
+  readonly adversary?: number;
+  /** The devices' security switches; null or absent keeps the preset's (hardened). */
+  readonly mode?: SecurityMode | null;
   readonly workers: number;
   readonly outDir: string;
   /** Triage JSON file, or null. */
@@ -77,12 +82,14 @@ export async function runSwarm(options: SwarmOptions): Promise<SwarmSummary> {
     preset: options.preset,
     engine: options.engine,
     bugs: options.bugs,
+    adversary: options.adversary ?? 0,
+    mode: options.mode ?? null,
     outDir: options.outDir,
   }));
   const workerCount = Math.max(1, Math.min(options.workers, jobs.length));
   const print = options.print ?? (() => undefined);
   print(
-    `swarm: ${jobs.length} seeds from ${options.firstSeed}, preset ${options.preset}, engine ${options.engine}, ${workerCount} workers, fault rates drawn per seed; failing traces go to ${options.outDir}/`,
+    `swarm: ${jobs.length} seeds from ${options.firstSeed}, preset ${options.preset}, engine ${options.engine}, ${workerCount} workers, fault rates drawn per seed${(options.adversary ?? 0) > 0 ? `, an adversary with ${options.adversary} random actions (mode ${options.mode ?? 'hardened'}; every security oracle must hold)` : ''}; failing traces go to ${options.outDir}/`,
   );
 
   const bar = options.progress

@@ -46,5 +46,7 @@ export function abstractDevice(c: CryptoProvider, state: DeviceState): DeviceAbs
     kyberPreKeyIds: state.prekeys.kyberPreKeys.map((k) => k.keyId),
     signedPreKeyIds: state.prekeys.signedPreKeys.map((k) => k.keyId),
     retiredSignedPreKeyIds: state.retiredSignedPreKeys.map((r) => r.keyId),
+    initialMessages: state.initialMessages.length,
+    chainSightings: state.chainSightings.length,
   };
 }

@@ -29,13 +29,15 @@
  * @module
  */
 import {
+  CHAIN_SIGHTINGS_CAPACITY,
+  INITIAL_REPLAY_CACHE_CAPACITY,
   MAX_DEVICES_PER_ACCOUNT,
   MAX_SEND_ATTEMPTS,
   MAX_SIGNED_PREKEYS,
   SIGNED_PREKEY_GRACE_PERIOD,
 } from '../spec/constants.js';
 import { planted } from '../spec/bugs.js';
-import { equalBytes } from '../spec/bytes.js';
+import { copyBytes, equalBytes } from '../spec/bytes.js';
 import { encryptAttachment, decryptAttachment, type AttachmentPointer } from '../spec/attachment.js';
 import { checkContactLink, type ContactLink } from '../spec/contact-link.js';
 import {
@@ -80,6 +82,8 @@ import {
   type ProvisioningCode,
 } from '../spec/provisioning.js';
 import { decodeRetryRequest, encodeRetryRequest } from '../spec/retry-request.js';
+import { parsePreKeySignalMessage, parseSignalMessage, type ParsedSignalMessage } from '../spec/wire.js';
+import { HARDENED_OPTIONS, type SecurityOptions } from '../spec/security-mode.js';
 import type {
   Envelope,
   PreKeyUpload,
@@ -94,6 +98,7 @@ import {
   generateSignedPreKey,
   type PreKeyState,
 } from './prekeys.js';
+import type { SessionRecord, SessionState } from './session-state.js';
 import {
   applySendRefusal,
   cleanupStaleRecords,
@@ -102,6 +107,7 @@ import {
   emptySesameState,
   encryptForDevice,
   encryptForUser,
+  getDeviceRecord,
   getUserRecord,
   handleRetryRequest,
   markDeviceStale,
@@ -113,14 +119,14 @@ import {
   type UserRecord,
 } from './sesame.js';
 
-/** How a device decides which devices of a user exist (WP-TRUST-02). */
-export interface DeviceOptions {
-  /** `signed`: lists must be signed by the pinned account key (default). `server`: the server's word. */
-  readonly deviceListAuth: 'signed' | 'server';
-}
+/**
+ * The security switches of a device (spec/security-mode.ts): how it decides which devices of a user
+ * exist (WP-TRUST-02) and which hardenings against published attacks are on.
+ */
+export type DeviceOptions = SecurityOptions;
 
-/** The hardened default. */
-export const DEFAULT_DEVICE_OPTIONS: DeviceOptions = Object.freeze({ deviceListAuth: 'signed' });
+/** The hardened default: every switch on (spec/security-mode.ts `HARDENED_OPTIONS`). */
+export const DEFAULT_DEVICE_OPTIONS: DeviceOptions = HARDENED_OPTIONS;
 
 /** Received payload ids remembered to drop duplicates (WP-XPORT-02); oldest forgotten beyond this. */
 export const MAX_SEEN_MESSAGE_IDS = 4_096;
@@ -261,6 +267,33 @@ export interface DeviceState {
   readonly parked: readonly ParkedEnvelope[];
   readonly linkedAt: number;
   readonly lastFullDrainAt: number;
+  /** WP-PQXDH-13: accepted PreKey messages made without a one-time prekey, oldest first. */
+  readonly initialMessages: readonly InitialMessageSighting[];
+  /** WP-SES-20: what this device saw of its peers' sending chains, oldest first. */
+  readonly chainSightings: readonly ChainSighting[];
+}
+
+/**
+ * WP-PQXDH-13: a PreKey message this device accepted although it named no one-time prekey: the
+ * sender's identity key and base key identify it, the signed prekey id says how long it matters.
+ */
+export interface InitialMessageSighting {
+  readonly senderIdentityKey: Uint8Array;
+  readonly baseKey: Uint8Array;
+  readonly signedPreKeyId: number;
+}
+
+/**
+ * WP-SES-20: one sending chain of a peer device as this device saw it: the session (its base key),
+ * the chain's ratchet key, the `previous_counter` its messages announce for the peer's chain before
+ * it, and the highest counter accepted on it.
+ */
+export interface ChainSighting {
+  readonly peer: DeviceAddress;
+  readonly sessionBaseKey: Uint8Array;
+  readonly ratchetKey: Uint8Array;
+  readonly previousCounter: number;
+  readonly highestCounter: number;
 }
 
 /** What the user, the network and the clock tell a device. */
@@ -311,6 +344,8 @@ export type DeviceOutput =
       readonly error: ProtocolError;
     }
   | { readonly kind: 'duplicate-dropped'; readonly from: DeviceAddress; readonly messageId: MessageId }
+  /** WP-SES-20: authenticated evidence that the sending device's ratchet state forked (a clone); the message was refused. */
+  | { readonly kind: 'clone-detected'; readonly from: DeviceAddress; readonly evidence: string }
   | { readonly kind: 'resent'; readonly messageId: MessageId; readonly to: DeviceAddress }
   | { readonly kind: 'attachment'; readonly pointer: AttachmentPointer; readonly bytes: Uint8Array }
   | { readonly kind: 'attachment-failed'; readonly pointer: AttachmentPointer; readonly error: ProtocolError }
@@ -384,6 +419,8 @@ function baseState(
     parked: [],
     linkedAt: 0,
     lastFullDrainAt: 0,
+    initialMessages: [],
+    chainSightings: [],
   };
 }
 
@@ -1612,6 +1649,17 @@ function processEnvelope(tx: Tx, envelope: Envelope, listRefreshed: boolean): bo
     onRetryRequest(tx, sender, envelope.bytes);
     return true;
   }
+  if (envelope.type === 'prekey' && tx.state.options.initialReplayCache) {
+    const replayed = replayedInitialMessage(tx.state, sender, envelope.bytes);
+    if (replayed !== null) {
+      // WP-PQXDH-13: refused like any undecryptable message, retry request included: an honest
+      // initiator still sending on a session this device dropped resends on a new session, and a
+      // replaying attacker gains at most MAX_RESENDS resends of a payload shown once (WP-SES-14).
+      emit(tx, { kind: 'undecryptable', from: sender, messageId: envelope.messageId, error: replayed });
+      requestRetry(tx, sender, envelope.messageId);
+      return true;
+    }
+  }
   const received = receiveMessage(
     tx.env,
     tx.state.sesame,
@@ -1620,6 +1668,8 @@ function processEnvelope(tx: Tx, envelope: Envelope, listRefreshed: boolean): bo
     envelope.type,
     envelope.bytes,
     tx.now,
+    // WP-SES-18/19: sequential sessions when the device is hardened.
+    { sequentialSessions: tx.state.options.sequentialSessions },
   );
   if (!received.ok) {
     if (received.error.code === 'DUPLICATE_MESSAGE') {
@@ -1629,6 +1679,14 @@ function processEnvelope(tx: Tx, envelope: Envelope, listRefreshed: boolean): bo
     }
     // Sesame §4.1: report it and ask the sender to resend.
     emit(tx, { kind: 'undecryptable', from: sender, messageId: envelope.messageId, error: received.error });
+    requestRetry(tx, sender, envelope.messageId);
+    return true;
+  }
+  const sighting = sightChain(tx.state, sender, envelope, received.value.state);
+  if (tx.state.options.cloneDetection && sighting !== null && !sighting.ok) {
+    // WP-SES-20: the sender's ratchet state forked: refuse the message and say so; the retry request
+    // lets an honest device that holds the address resend on a new session.
+    emit(tx, { kind: 'clone-detected', from: sender, evidence: sighting.error.message });
     requestRetry(tx, sender, envelope.messageId);
     return true;
   }
@@ -1652,7 +1710,19 @@ function processEnvelope(tx: Tx, envelope: Envelope, listRefreshed: boolean): bo
     });
     return true;
   }
-  tx.state = { ...tx.state, sesame: received.value.state, prekeys: received.value.prekeys };
+  tx.state = {
+    ...tx.state,
+    sesame: received.value.state,
+    prekeys: received.value.prekeys,
+    initialMessages:
+      tx.state.options.initialReplayCache && received.value.sessionCreated
+        ? rememberInitialMessage(tx.state, received.value.prekeys, envelope.bytes)
+        : tx.state.initialMessages,
+    chainSightings:
+      tx.state.options.cloneDetection && sighting !== null && sighting.ok
+        ? sighting.value
+        : tx.state.chainSightings,
+  };
   // A sender who wrote first becomes reachable (WP-TRUST-01); only an authenticated message makes an
   // entry, so forged senders cannot grow the trust map.
   if (trustOf(tx.state, sender.userId) === undefined) setTrust(tx, emptyTrust(sender.userId));
@@ -1685,6 +1755,173 @@ function processEnvelope(tx: Tx, envelope: Envelope, listRefreshed: boolean): bo
   };
   emit(tx, { kind: 'delivered', from: sender, payload: payload.value });
   return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hardened receiving: the initial-message replay cache and clone detection
+
+/**
+ * WP-PQXDH-13: the refusal of a PreKey message that names no one-time prekey, that no session of
+ * the sender's record can take, and whose (identity key, base key) this device already accepted:
+ * without a one-time prekey, nothing else stops PQXDH from accepting the same message twice
+ * (Kobeissi–Bhargavan–Blanchet 2017). Null when the message may go on.
+ */
+function replayedInitialMessage(
+  state: DeviceState,
+  sender: DeviceAddress,
+  bytes: Uint8Array,
+): ProtocolError | null {
+  const parsed = parsePreKeySignalMessage(bytes);
+  if (!parsed.ok || parsed.value.preKeyId !== undefined) return null;
+  const message = parsed.value;
+  const record = getDeviceRecord(state.sesame, sender.userId, sender.deviceId)?.sessions;
+  const held = (s: SessionState): boolean =>
+    s.version === message.messageVersion && equalBytes(s.aliceBaseKey, message.baseKey);
+  // WP-PQXDH-10: a session that still exists decrypts a retransmission itself (and drops duplicates).
+  if (
+    record !== undefined &&
+    ((record.current !== null && held(record.current)) || record.archived.some(held))
+  )
+    return null;
+  const seen = state.initialMessages.some(
+    (m) => equalBytes(m.baseKey, message.baseKey) && equalBytes(m.senderIdentityKey, message.identityKey),
+  );
+  if (!seen) return null;
+  return reject(
+    'INITIAL_MESSAGE_REPLAYED',
+    'a PreKey message without a one-time prekey was accepted before',
+    {
+      signedPreKeyId: message.signedPreKeyId,
+    },
+  ).error;
+}
+
+/**
+ * WP-PQXDH-13: the cache after accepting the PreKey message `bytes` (which created a session):
+ * entries whose signed prekey the device no longer holds are forgotten (such a message is refused
+ * by WP-PQXDH-05 anyway), a message without a one-time prekey is added, and beyond
+ * INITIAL_REPLAY_CACHE_CAPACITY the oldest entry goes.
+ */
+function rememberInitialMessage(
+  state: DeviceState,
+  prekeys: PreKeyState,
+  bytes: Uint8Array,
+): readonly InitialMessageSighting[] {
+  const kept = state.initialMessages.filter((m) =>
+    prekeys.signedPreKeys.some((k) => k.keyId === m.signedPreKeyId),
+  );
+  const parsed = parsePreKeySignalMessage(bytes);
+  if (!parsed.ok || parsed.value.preKeyId !== undefined) return kept;
+  const added = [
+    ...kept,
+    {
+      senderIdentityKey: copyBytes(parsed.value.identityKey),
+      baseKey: copyBytes(parsed.value.baseKey),
+      signedPreKeyId: parsed.value.signedPreKeyId,
+    },
+  ];
+  return added.slice(Math.max(0, added.length - INITIAL_REPLAY_CACHE_CAPACITY));
+}
+
+/** The session of `record` (current or archived) with base key `baseKey`. */
+function sessionWithBaseKey(
+  record: SessionRecord | undefined,
+  baseKey: Uint8Array,
+): SessionState | undefined {
+  if (record === undefined) return undefined;
+  const all = record.current === null ? record.archived : [record.current, ...record.archived];
+  return all.find((s) => equalBytes(s.aliceBaseKey, baseKey));
+}
+
+/**
+ * WP-SES-20: checks a message that decrypted against what this device saw of the sender's chains
+ * and returns the updated sightings, or the evidence that the sender's ratchet state forked. An
+ * honest device sends only on its newest chain and announces, on each new chain, how many messages
+ * it sent on the one before (`previous_counter` = count − 1, or 0); the MAC covers both fields. So
+ * a valid message is evidence of a fork when
+ *
+ * - it starts a new chain whose `previous_counter` is below a counter already accepted on the
+ *   session's previous chain,
+ * - it is on a chain whose messages announced a different `previous_counter` before, or
+ * - it is on a chain whose successor announced a `previous_counter` below its counter.
+ *
+ * Null when the message cannot be placed (not parseable, no session holds its chain).
+ */
+function sightChain(
+  state: DeviceState,
+  sender: DeviceAddress,
+  envelope: Envelope,
+  after: SesameState,
+): Result<readonly ChainSighting[]> | null {
+  let message: ParsedSignalMessage;
+  if (envelope.type === 'prekey') {
+    const parsed = parsePreKeySignalMessage(envelope.bytes);
+    if (!parsed.ok) return null;
+    message = parsed.value.inner;
+  } else {
+    const parsed = parseSignalMessage(envelope.bytes);
+    if (!parsed.ok) return null;
+    message = parsed.value;
+  }
+  const record = getDeviceRecord(after, sender.userId, sender.deviceId)?.sessions;
+  const all =
+    record === undefined
+      ? []
+      : record.current === null
+        ? record.archived
+        : [record.current, ...record.archived];
+  const session = all.find((s) => s.receiverChains.some((c) => equalBytes(c.ratchetKey, message.ratchetKey)));
+  if (session === undefined) return null;
+  const baseKey = session.aliceBaseKey;
+  const before = sessionWithBaseKey(
+    getDeviceRecord(state.sesame, sender.userId, sender.deviceId)?.sessions,
+    baseKey,
+  );
+  const sightingOf = (ratchetKey: Uint8Array | undefined): ChainSighting | undefined =>
+    ratchetKey === undefined
+      ? undefined
+      : state.chainSightings.find(
+          (c) =>
+            c.peer.userId === sender.userId &&
+            c.peer.deviceId === sender.deviceId &&
+            equalBytes(c.sessionBaseKey, baseKey) &&
+            equalBytes(c.ratchetKey, ratchetKey),
+        );
+  const chains = before?.receiverChains ?? [];
+  const position = chains.findIndex((c) => equalBytes(c.ratchetKey, message.ratchetKey));
+  const fork = (evidence: string): Result<never> => reject('SESSION_FORK_DETECTED', evidence);
+  if (position < 0) {
+    // A new chain: its predecessor is the last chain the session held before this message.
+    const previous = sightingOf(chains[chains.length - 1]?.ratchetKey);
+    if (previous !== undefined && previous.highestCounter > message.previousCounter)
+      return fork(
+        `message ${previous.highestCounter} was accepted on the previous chain, but the new chain announces previous_counter ${message.previousCounter}`,
+      );
+  } else {
+    const own = sightingOf(message.ratchetKey);
+    if (own !== undefined && own.previousCounter !== message.previousCounter)
+      return fork(
+        `one chain announced previous_counter ${own.previousCounter} and ${message.previousCounter}`,
+      );
+    const next = sightingOf(chains[position + 1]?.ratchetKey);
+    if (next !== undefined && message.counter > next.previousCounter)
+      return fork(
+        `message ${message.counter} arrived on a chain its successor closed at previous_counter ${next.previousCounter}`,
+      );
+  }
+  const existing = sightingOf(message.ratchetKey);
+  const updated: ChainSighting = {
+    peer: { userId: sender.userId, deviceId: sender.deviceId },
+    sessionBaseKey: copyBytes(baseKey),
+    ratchetKey: copyBytes(message.ratchetKey),
+    previousCounter: message.previousCounter,
+    highestCounter: Math.max(existing?.highestCounter ?? 0, message.counter),
+  };
+  const sightings =
+    existing === undefined
+      ? [...state.chainSightings, updated]
+      : state.chainSightings.map((c) => (c === existing ? updated : c));
+  return accept(sightings.slice(Math.max(0, sightings.length - CHAIN_SIGHTINGS_CAPACITY)));
 }
 
 /** Sesame §4.1: an unencrypted retry request naming the transport id of the failed message. */

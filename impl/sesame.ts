@@ -75,6 +75,8 @@ import {
   encryptMessage,
   hasUsableSenderChain,
   processPreKeyBundle,
+  SPEC_RECORD_POLICY,
+  type RecordPolicy,
 } from './session-record.js';
 import { EMPTY_SESSION_RECORD, type SessionRecord } from './session-state.js';
 
@@ -808,7 +810,8 @@ function holdsBaseKey(record: SessionRecord, baseKey: Uint8Array, version: numbe
  *   record on a key change) and a new session is created and inserted.
  *
  * Stale records still receive (WP-SES-11). Any failure discards every change: the returned error
- * comes with the caller's state and prekeys untouched (§3.4 step 2, §6.7).
+ * comes with the caller's state and prekeys untouched (§3.4 step 2, §6.7). `policy` turns on the
+ * hardened session choice of WP-SES-18/19 (sequential sessions); the default is Sesame's.
  */
 export function receiveMessage(
   env: Env,
@@ -818,6 +821,7 @@ export function receiveMessage(
   type: 'prekey' | 'whisper',
   bytes: Uint8Array,
   now: number,
+  policy: RecordPolicy = SPEC_RECORD_POLICY,
 ): Result<ReceivedMessage> {
   requireTime(now);
   if (type !== 'prekey' && type !== 'whisper') throw new UsageError('type must be prekey or whisper');
@@ -834,7 +838,7 @@ export function receiveMessage(
     // WP-SES-09: only the sender's own device record is searched.
     if (device === undefined)
       return reject('SESAME_NO_DEVICE_RECORD', 'no record for the sending device', { deviceId });
-    const decrypted = decryptSignalMessage(env, device.sessions, bytes);
+    const decrypted = decryptSignalMessage(env, device.sessions, bytes, policy);
     if (!decrypted.ok) return decrypted;
     return accept({
       state: putDevice(state, userId, { ...device, sessions: decrypted.value.record }),
@@ -872,7 +876,7 @@ export function receiveMessage(
     target = requireDevice(next, userId, deviceId);
   }
   // WP-SES-10: decrypt on the matching session, or create one and Insert it (WP-REC-04).
-  const decrypted = decryptPreKeySignalMessage(env, target.sessions, prekeys, bytes);
+  const decrypted = decryptPreKeySignalMessage(env, target.sessions, prekeys, bytes, policy);
   if (!decrypted.ok) return decrypted;
   return accept({
     state: putDevice(next, userId, { ...target, sessions: decrypted.value.record }),

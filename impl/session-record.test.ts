@@ -23,10 +23,14 @@ import {
 } from '../test/support/parties.js';
 import type { CiphertextMessage } from './double-ratchet.js';
 import {
+  decryptMessage,
   decryptPreKeySignalMessage,
   decryptSignalMessage,
   decryptWithRecord,
   encryptMessage,
+  isEstablished,
+  isSuperseded,
+  type RecordPolicy,
 } from './session-record.js';
 import { EMPTY_SESSION_RECORD, type SessionState } from './session-state.js';
 import { parseSignalMessage } from '../spec/wire.js';
@@ -256,5 +260,145 @@ describe('session records: archive cap (node)', () => {
     expect(currentId(alice)).toBe(baseKeys[1]);
     expect(archivedIds(alice)).toEqual([...baseKeys.slice(2, 42)].reverse());
     expect(deliverOk(bob, send(alice, 'back on session 1'))).toBe('back on session 1');
+  });
+});
+
+describe('sequential sessions (node)', () => {
+  const crypto = nodeProvider;
+  const SEQUENTIAL = { sequentialSessions: true } as const;
+  const SPEC = { sequentialSessions: false } as const;
+
+  /** Delivers under a record policy; keeps the new record and prekeys only on success. */
+  function deliverWith(
+    policy: RecordPolicy,
+    to: Party,
+    message: CiphertextMessage,
+  ): { readonly ok: true; readonly text: string } | { readonly ok: false; readonly code: string } {
+    const result = decryptMessage(to.env, to.record, to.prekeys, message, policy);
+    if (!result.ok) return { ok: false, code: result.error.code };
+    to.record = result.value.record;
+    to.prekeys = result.value.prekeys;
+    return { ok: true, text: new TextDecoder().decode(result.value.plaintext) };
+  }
+
+  function okWith(policy: RecordPolicy, to: Party, message: CiphertextMessage): string {
+    const d = deliverWith(policy, to, message);
+    if (!d.ok) throw new Error(`${to.name} could not decrypt: ${d.code}`);
+    return d.text;
+  }
+
+  /** A copy of a party as an attacker who stole its whole state would hold it. */
+  function steal(party: Party, name: string): Party {
+    return { ...party, name, rng: party.rng, record: party.record, prekeys: party.prekeys };
+  }
+
+  /**
+   * Alice and Bob talk on session 1; Alice's state is stolen right after she received Bob's reply
+   * (her next sending ratchet key unused). Bob then opens session 2 and they complete a round trip
+   * on it. The thief sends on session 1: a new receiving chain for Bob.
+   */
+  function afterHealing(policy: RecordPolicy, seed: string) {
+    const { alice, bob } = establishedPair(crypto, seed, SMALL);
+    const session1 = currentId(bob);
+    const thief = steal(alice, 'thief');
+    startSession(bob, alice, { choice: { preKeyId: null, kyberPreKeyId: LAST_RESORT_KYBER_ID } });
+    expect(okWith(policy, alice, send(bob, 'session 2 opens'))).toBe('session 2 opens');
+    expect(okWith(policy, bob, send(alice, 'session 2 answer'))).toBe('session 2 answer');
+    expect(okWith(policy, alice, send(bob, 'session 2 round trip'))).toBe('session 2 round trip');
+    expect(isEstablished(current(bob))).toBe(true);
+    expect(archivedIds(bob)).toEqual([session1]);
+    return { alice, bob, thief, session1 };
+  }
+
+  it('session revival after one compromise (CJN23): spec mode makes the stolen session current again [WP-REC-02]', () => {
+    const { bob, thief, session1 } = afterHealing(SPEC, 'seq-spec');
+    expect(okWith(SPEC, bob, send(thief, 'from the thief'))).toBe('from the thief');
+    expect(currentId(bob)).toBe(session1);
+    // Bob's next message goes on session 1, where the thief reads it.
+    expect(okWith(SPEC, thief, send(bob, 'for alice only'))).toBe('for alice only');
+  });
+
+  it('session revival after one compromise (CJN23): a superseded session starts no new chain and never becomes current [WP-SES-18] [WP-SES-19]', () => {
+    const { alice, bob, thief } = afterHealing(SEQUENTIAL, 'seq-hard');
+    const session2 = currentId(bob);
+    const before = snapshot(bob);
+    const attack = deliverWith(SEQUENTIAL, bob, send(thief, 'from the thief'));
+    // Session 2 fails its MAC, session 1 is refused before any DH step: two sessions tried.
+    expect(attack).toEqual({ ok: false, code: 'NO_SESSION_DECRYPTED' });
+    expect(snapshot(bob)).toBe(before);
+    // Bob keeps sending on session 2, which the thief cannot read and Alice can.
+    const next = send(bob, 'for alice only');
+    expect(currentId(bob)).toBe(session2);
+    expect(deliverWith(SEQUENTIAL, thief, next).ok).toBe(false);
+    expect(okWith(SEQUENTIAL, alice, next)).toBe('for alice only');
+  });
+
+  it('a superseded session refuses a new chain with SESSION_SUPERSEDED and still decrypts on chains it holds [WP-SES-18]', () => {
+    const alice = createParty('alice', crypto, 'seq-held', SMALL);
+    const bob = createParty('bob', crypto, 'seq-held', SMALL);
+    startSession(alice, bob);
+    const opener = send(alice, 'hello');
+    okWith(SEQUENTIAL, bob, opener);
+    okWith(SEQUENTIAL, alice, send(bob, 'reply'));
+    // Two messages on Alice's next chain of session 1; the second arrives late.
+    const early = send(alice, 'early');
+    const late = send(alice, 'late');
+    expect(okWith(SEQUENTIAL, bob, early)).toBe('early');
+    okWith(SEQUENTIAL, alice, send(bob, 'reply 2'));
+    const thief = steal(alice, 'thief');
+    // Session 2 from Bob, with a round trip: session 1 is now superseded at Bob.
+    startSession(bob, alice, { choice: { preKeyId: null, kyberPreKeyId: LAST_RESORT_KYBER_ID } });
+    okWith(SEQUENTIAL, alice, send(bob, 's2 open'));
+    okWith(SEQUENTIAL, bob, send(alice, 's2 answer'));
+    okWith(SEQUENTIAL, alice, send(bob, 's2 again'));
+    expect(isSuperseded(bob.record, 0)).toBe(true);
+    // The delayed message is on a chain session 1 holds: it decrypts, and session 2 stays current.
+    const session2 = currentId(bob);
+    expect(okWith(SEQUENTIAL, bob, late)).toBe('late');
+    expect(currentId(bob)).toBe(session2);
+    // A new chain on session 1, wrapped in session 1's PreKey header so that only session 1 is
+    // tried (WP-REC-04): refused with its own code, nothing drawn, nothing changed.
+    const newChain = send(thief, 'new chain');
+    const wrapped = rewritePreKeyMessage(opener, { message: newChain.bytes });
+    bob.rng.reset();
+    const before = snapshot(bob);
+    expect(deliverWith(SEQUENTIAL, bob, wrapped)).toEqual({ ok: false, code: 'SESSION_SUPERSEDED' });
+    expect(snapshot(bob)).toBe(before);
+    expect(bob.rng.draws).toEqual([]);
+    // Spec mode takes it: a DH step (one draw), and session 1 becomes current again.
+    expect(okWith(SPEC, bob, wrapped)).toBe('new chain');
+    expect(bob.rng.draws).toEqual([32]);
+    expect(currentId(bob)).toBe(baseKeyOf(opener));
+  });
+
+  it('simultaneous initiation with crossing replies settles on the greater base key on both sides [WP-SES-19]', () => {
+    for (const tag of ['a', 'b', 'c', 'd']) {
+      const alice = createParty('alice', crypto, `seq-cross-${tag}`, SMALL);
+      const bob = createParty('bob', crypto, `seq-cross-${tag}`, SMALL);
+      startSession(alice, bob);
+      startSession(bob, alice);
+      const fromAlice = send(alice, 'hi from alice');
+      const fromBob = send(bob, 'hi from bob');
+      const greater = [baseKeyOf(fromAlice), baseKeyOf(fromBob)].sort()[1];
+      okWith(SEQUENTIAL, bob, fromAlice);
+      okWith(SEQUENTIAL, alice, fromBob);
+      // Both answer at once, each on the session it made current, and the answers cross.
+      const a1 = send(alice, 'a1');
+      const b1 = send(bob, 'b1');
+      expect(okWith(SEQUENTIAL, bob, a1)).toBe('a1');
+      expect(okWith(SEQUENTIAL, alice, b1)).toBe('b1');
+      expect(currentId(alice)).toBe(greater);
+      expect(currentId(bob)).toBe(greater);
+      // From now on they ratchet on that one session, crossing or not.
+      for (let i = 0; i < 3; i++) {
+        const a = send(alice, `a${i + 2}`);
+        const b = send(bob, `b${i + 2}`);
+        expect(okWith(SEQUENTIAL, bob, a)).toBe(`a${i + 2}`);
+        expect(okWith(SEQUENTIAL, alice, b)).toBe(`b${i + 2}`);
+        expect(currentId(alice)).toBe(greater);
+        expect(currentId(bob)).toBe(greater);
+      }
+      expect(isEstablished(current(alice)) && isEstablished(current(bob))).toBe(true);
+    }
   });
 });

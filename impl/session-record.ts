@@ -85,14 +85,98 @@ export interface DecryptedOnRecord {
 }
 
 /**
+ * How a record chooses among its sessions. `sequentialSessions` is the hardened rule set of
+ * WHITEPAPER.md WP-SES-18/19 (Cremers–Jacomme–Naska 2023); off, the record behaves as libsignal's
+ * and Sesame §3.4 (any session that decrypts becomes current).
+ */
+export interface RecordPolicy {
+  readonly sequentialSessions: boolean;
+}
+
+/** libsignal's and Sesame's behaviour: every hardening off. */
+export const SPEC_RECORD_POLICY: RecordPolicy = Object.freeze({ sequentialSessions: false });
+
+/**
+ * WP-SES-18: a session is established once it holds a receiving chain the peer created after
+ * processing one of our ratchet keys of that session, i.e. a second receiving chain (the initiator
+ * starts with the responder's signed-prekey chain, the responder with the initiator's first key).
+ */
+export function isEstablished(session: SessionState): boolean {
+  return session.receiverChains.length >= 2;
+}
+
+/**
+ * WP-SES-18: archived session `index` is superseded when a session ahead of it in the record
+ * (the current one or a newer archived one) is established.
+ */
+export function isSuperseded(record: SessionRecord, index: number): boolean {
+  if (record.current !== null && isEstablished(record.current)) return true;
+  return record.archived.slice(0, index).some(isEstablished);
+}
+
+/** Unsigned byte-wise comparison of two equally long keys: negative, zero or positive. */
+function compareKeys(a: Uint8Array, b: Uint8Array): number {
+  for (let i = 0; i < a.length && i < b.length; i++) {
+    const d = (a[i] ?? 0) - (b[i] ?? 0);
+    if (d !== 0) return d;
+  }
+  return a.length - b.length;
+}
+
+/**
+ * Archived session `index` was tried and decrypted, giving `session`: the record afterwards. With
+ * spec behaviour it becomes current (WP-REC-02). With sequential sessions it becomes current only
+ * when the current session is not established and its base key is the greater one (the crossing
+ * tie-break of WP-SES-19); otherwise it is updated where it is.
+ */
+function afterArchivedDecrypt(
+  record: SessionRecord,
+  index: number,
+  session: SessionState,
+  policy: RecordPolicy,
+): SessionRecord {
+  if (!policy.sequentialSessions) return promoteArchived(record, index, session);
+  const current = record.current;
+  // WP-SES-19: never back to an older session once the current one is established; between two
+  // unestablished contenders both parties pick the greater base key.
+  if (
+    current === null ||
+    (!isEstablished(current) && compareKeys(session.aliceBaseKey, current.aliceBaseKey) > 0)
+  )
+    return promoteArchived(record, index, session);
+  return { current, archived: record.archived.map((s, i) => (i === index ? session : s)) };
+}
+
+/**
+ * WP-SES-18: a superseded session may still decrypt on receiving chains it holds (delayed
+ * messages), but never starts a new one: the refusal, or null when the session may try.
+ */
+function supersededRefusal(
+  record: SessionRecord,
+  index: number,
+  message: ParsedSignalMessage,
+  policy: RecordPolicy,
+): ProtocolError | null {
+  if (!policy.sequentialSessions || !isSuperseded(record, index)) return null;
+  const session = record.archived[index];
+  if (session === undefined) return null;
+  if (session.receiverChains.some((chain) => equalBytes(chain.ratchetKey, message.ratchetKey))) return null;
+  // WP-SES-18: a new receiving chain on a superseded session is what session revival needs (CJN23).
+  return reject('SESSION_SUPERSEDED', 'a superseded session cannot start a new receiving chain', {
+    archivedIndex: index,
+  }).error;
+}
+
+/**
  * WP-REC-02/03: tries the current session, then archived sessions newest first; the first that
- * decrypts is promoted. A duplicate stops the search. No session decrypting leaves the record as it
- * was.
+ * decrypts is promoted (with sequential sessions, only as WP-SES-19 allows). A duplicate stops the
+ * search. No session decrypting leaves the record as it was.
  */
 export function decryptWithRecord(
   env: Env,
   record: SessionRecord,
   message: ParsedSignalMessage,
+  policy: RecordPolicy = SPEC_RECORD_POLICY,
 ): Result<DecryptedOnRecord> {
   // WP-REC-05: no session at all.
   if (record.current === null && record.archived.length === 0)
@@ -112,11 +196,16 @@ export function decryptWithRecord(
   for (let index = 0; index < record.archived.length; index++) {
     const archived = record.archived[index];
     if (archived === undefined) continue;
+    const refused = supersededRefusal(record, index, message, policy);
+    if (refused !== null) {
+      errors.push(refused);
+      continue;
+    }
     const result = ratchetDecrypt(env, archived, message);
-    // WP-REC-02: the archived session that decrypts becomes current.
+    // WP-REC-02: the archived session that decrypts becomes current (WP-SES-19 when sequential).
     if (result.ok)
       return accept({
-        record: promoteArchived(record, index, result.value.session),
+        record: afterArchivedDecrypt(record, index, result.value.session, policy),
         plaintext: result.value.plaintext,
       });
     // WP-REC-03: a duplicate stops the search.
@@ -135,10 +224,11 @@ export function decryptSignalMessage(
   env: Env,
   record: SessionRecord,
   bytes: Uint8Array,
+  policy: RecordPolicy = SPEC_RECORD_POLICY,
 ): Result<DecryptedOnRecord> {
   const parsed = parseSignalMessage(bytes);
   if (!parsed.ok) return parsed;
-  return decryptWithRecord(env, record, parsed.value);
+  return decryptWithRecord(env, record, parsed.value, policy);
 }
 
 /** A decrypted PreKey message: new record, prekeys after consumption, plaintext, and the sender's identity key. */
@@ -151,7 +241,8 @@ export interface DecryptedPreKeyMessage extends DecryptedOnRecord {
 
 /**
  * Decrypts a serialized PreKeySignalMessage (type 'prekey'). If a session with its base key exists,
- * the inner message is decrypted there (WP-PQXDH-10); otherwise PQXDH creates a new session, the
+ * the inner message is decrypted there (WP-PQXDH-10; with sequential sessions WP-SES-18/19 decide
+ * whether it may and whether it becomes current); otherwise PQXDH creates a new session, the
  * current one is archived, and the prekeys it used are consumed only after the inner message
  * decrypts (WP-PQXDH-06/07). The inner message is tried only on that one session (WP-REC-04).
  */
@@ -160,6 +251,7 @@ export function decryptPreKeySignalMessage(
   record: SessionRecord,
   prekeys: PreKeyState,
   bytes: Uint8Array,
+  policy: RecordPolicy = SPEC_RECORD_POLICY,
 ): Result<DecryptedPreKeyMessage> {
   const parsed = parsePreKeySignalMessage(bytes);
   if (!parsed.ok) return parsed;
@@ -182,10 +274,12 @@ export function decryptPreKeySignalMessage(
   const archivedIndex = record.archived.findIndex(matches);
   const archivedMatch = record.archived[archivedIndex];
   if (archivedMatch !== undefined) {
+    const refused = supersededRefusal(record, archivedIndex, message.inner, policy);
+    if (refused !== null) return { ok: false, error: refused };
     const result = ratchetDecrypt(env, archivedMatch, message.inner);
     if (!result.ok) return result;
     return accept({
-      record: promoteArchived(record, archivedIndex, result.value.session),
+      record: afterArchivedDecrypt(record, archivedIndex, result.value.session, policy),
       prekeys,
       plaintext: result.value.plaintext,
       remoteIdentityKey: message.identityKey,
@@ -214,9 +308,11 @@ export function decryptMessage(
   record: SessionRecord,
   prekeys: PreKeyState,
   message: CiphertextMessage,
+  policy: RecordPolicy = SPEC_RECORD_POLICY,
 ): Result<DecryptedOnRecord & { readonly prekeys: PreKeyState }> {
-  if (message.type === 'prekey') return decryptPreKeySignalMessage(env, record, prekeys, message.bytes);
-  const result = decryptSignalMessage(env, record, message.bytes);
+  if (message.type === 'prekey')
+    return decryptPreKeySignalMessage(env, record, prekeys, message.bytes, policy);
+  const result = decryptSignalMessage(env, record, message.bytes, policy);
   if (!result.ok) return result;
   return accept({ ...result.value, prekeys });
 }

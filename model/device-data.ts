@@ -17,14 +17,17 @@ import type { DeviceAddress, DeviceId, MessageId, UserId } from '../spec/identit
 import type { KeyPair } from '../spec/keys.js';
 import type { AppPayload } from '../spec/payload.js';
 import type { ProvisioningCode } from '../spec/provisioning.js';
+import type { SecurityOptions } from '../spec/security-mode.js';
 import type { Envelope, ServerRequest, ServerResponse } from '../spec/server-api.js';
-import type { ModelReceived, ModelSesame, ModelUserRecord } from './sesame.js';
+import type { ModelReceived, ModelSesame, ModelUserRecord, SessionsUsed } from './sesame.js';
+import type { ModelChainSighting, ModelInitialMessage, ModelSightingCheck } from './hardening.js';
 import type { ModelPreKeys } from './sesame-sessions.js';
 
-/** How a device decides which devices of a user exist (WP-TRUST-02). */
-export interface ModelDeviceOptions {
-  readonly deviceListAuth: 'signed' | 'server';
-}
+/**
+ * The security switches of a device (spec/security-mode.ts): how it decides which devices of a user
+ * exist (WP-TRUST-02) and which hardenings against published attacks are on.
+ */
+export type ModelDeviceOptions = SecurityOptions;
 
 /** What a device knows and trusts about one account. */
 export interface ModelTrust {
@@ -121,6 +124,10 @@ export interface ModelInFlight {
     | { readonly ok: true; readonly value: AppPayload }
     | { readonly ok: false; readonly error: ProtocolError }
     | null;
+  /** WP-SES-20: what the decrypted message says about the sender's chains (clone detection on). */
+  readonly sighting: ModelSightingCheck | null;
+  /** WP-PQXDH-13: the decrypted PreKey message created a session. */
+  readonly createdSession: boolean;
 }
 
 /** What a receive pipeline run drains and what happens when it is done. */
@@ -167,6 +174,10 @@ export interface DeviceContext {
   readonly parked: readonly ModelParked[];
   readonly linkedAt: number;
   readonly lastFullDrainAt: number;
+  /** WP-PQXDH-13: accepted PreKey messages without a one-time prekey, oldest first. */
+  readonly initialMessages: readonly ModelInitialMessage[];
+  /** WP-SES-20: peers' sending chains seen, oldest first. */
+  readonly chainSightings: readonly ModelChainSighting[];
   /** Receive pipeline: envelopes still to decide, the one being decided, ids to acknowledge. */
   readonly inbox: readonly ModelParked[];
   readonly inFlight: ModelInFlight | null;
@@ -226,6 +237,8 @@ export type ModelDeviceOutput =
       readonly error: ProtocolError;
     }
   | { readonly kind: 'duplicate-dropped'; readonly from: DeviceAddress; readonly messageId: MessageId }
+  /** WP-SES-20: authenticated evidence that the sending device's ratchet state forked (a clone); the message was refused. */
+  | { readonly kind: 'clone-detected'; readonly from: DeviceAddress; readonly evidence: string }
   | { readonly kind: 'resent'; readonly messageId: MessageId; readonly to: DeviceAddress }
   | { readonly kind: 'attachment'; readonly pointer: AttachmentPointer; readonly bytes: Uint8Array }
   | { readonly kind: 'attachment-failed'; readonly pointer: AttachmentPointer; readonly error: ProtocolError }

@@ -48,6 +48,7 @@ import { PRIMARY_DEVICE_ID, type DeviceId, type UserId } from '../spec/identity.
 import { fingerprint, generateKeyPair } from '../spec/keys.js';
 import { decodePayload } from '../spec/payload.js';
 import { RELAY_ADDRESS_BYTES, relayAddressFromBytes, type ProvisioningCode } from '../spec/provisioning.js';
+import { HARDENED_OPTIONS } from '../spec/security-mode.js';
 import type { Envelope, ServerRequest, ServerResponse } from '../spec/server-api.js';
 import type {
   DeviceContext,
@@ -123,6 +124,13 @@ import {
   trustFor,
   type Frame,
 } from './device-steps.js';
+import {
+  cacheAfterAccepting,
+  checkChainSighting,
+  createsSession,
+  replayedInitialMessage,
+  replayRefusal,
+} from './hardening.js';
 import { abstractModelSesame, newSesame, openFromSender } from './sesame.js';
 import { drawPreKeys } from './sesame-sessions.js';
 import { stateId, StepRecorder, type MachineStep } from './state-path.js';
@@ -171,6 +179,8 @@ export const RULES: Readonly<Record<string, readonly WhitepaperRuleId[]>> = Obje
   retryNamesUnansweredSend: ['WP-XPORT-07'],
   ratchetDuplicate: ['WP-XPORT-02', 'WP-DR-10'],
   decryptionFailed: ['WP-SES-09', 'WP-SES-10', 'WP-XPORT-06'],
+  initialMessageReplayed: ['WP-PQXDH-13'],
+  forkEvidence: ['WP-SES-20'],
   senderIdentityMatchesList: ['WP-TRUST-05'],
   payloadDecodes: ['WP-PAY-01'],
   payloadAlreadySeen: ['WP-XPORT-02'],
@@ -230,12 +240,14 @@ export const RULES: Readonly<Record<string, readonly WhitepaperRuleId[]>> = Obje
   rejectUnlistedSender: ['WP-TRUST-05'],
   answerRetryRequest: ['WP-SES-13', 'WP-SES-14', 'WP-SES-21', 'WP-XPORT-06'],
   acknowledgeEnvelope: ['WP-XPORT-02'],
-  decryptEnvelope: ['WP-SES-09', 'WP-SES-10'],
+  decryptEnvelope: ['WP-SES-09', 'WP-SES-10', 'WP-SES-18', 'WP-SES-19'],
   dropDuplicateEnvelope: ['WP-XPORT-02'],
+  rejectReplayedInitialMessage: ['WP-PQXDH-13'],
+  reportCloneDetected: ['WP-SES-20'],
   reportUndecryptable: ['WP-SES-09', 'WP-SES-10'],
   requestRetry: ['WP-XPORT-06'],
   rejectIdentityMismatch: ['WP-TRUST-05'],
-  commitSessions: ['WP-SES-02', 'WP-SES-10', 'WP-TRUST-07'],
+  commitSessions: ['WP-SES-02', 'WP-SES-10', 'WP-TRUST-07', 'WP-PQXDH-13', 'WP-SES-20'],
   reportMalformedPayload: ['WP-PAY-01'],
   dropDuplicatePayload: ['WP-XPORT-02'],
   rejectForeignSyncCopy: ['WP-TRUST-05'],
@@ -429,6 +441,21 @@ export function createDeviceMachine(env: Env) {
         );
       },
       decryptionFailed: ({ context }) => context.inFlight?.received?.ok !== true,
+      initialMessageReplayed: ({ context }) => {
+        const inFlight = context.inFlight;
+        return (
+          inFlight !== null &&
+          context.options.initialReplayCache &&
+          inFlight.envelope.type === 'prekey' &&
+          replayedInitialMessage(
+            context.sesame,
+            context.initialMessages,
+            inFlight.envelope.sender,
+            inFlight.envelope.bytes,
+          )
+        );
+      },
+      forkEvidence: ({ context }) => context.inFlight?.sighting?.kind === 'fork',
       senderIdentityMatchesList: ({ context }) => {
         const inFlight = context.inFlight;
         if (inFlight === null || inFlight.received === null || !inFlight.received.ok) return false;
@@ -626,6 +653,8 @@ export function createDeviceMachine(env: Env) {
             listRefreshed: next.listRefreshed,
             received: null,
             payload: null,
+            sighting: null,
+            createdSession: false,
           },
         };
       }),
@@ -657,9 +686,43 @@ export function createDeviceMachine(env: Env) {
           envelope.sender,
           envelope.type,
           envelope.bytes,
+          // WP-SES-18/19: sequential sessions when the device is hardened.
+          f.ctx.options.sequentialSessions,
         );
         const inFlight = f.ctx.inFlight;
-        if (inFlight !== null) f.ctx = { ...f.ctx, inFlight: { ...inFlight, received } };
+        if (inFlight === null) return;
+        f.ctx = {
+          ...f.ctx,
+          inFlight: {
+            ...inFlight,
+            received,
+            // WP-SES-20: placed on the sender's chains before anything is committed.
+            sighting:
+              received.ok && f.ctx.options.cloneDetection
+                ? checkChainSighting(
+                    f.ctx.chainSightings,
+                    f.ctx.sesame,
+                    received.value.sesame,
+                    envelope.sender,
+                    envelope,
+                  )
+                : null,
+            createdSession:
+              received.ok &&
+              envelope.type === 'prekey' &&
+              createsSession(f.ctx.sesame, envelope.sender, envelope.bytes),
+          },
+        };
+      }),
+      rejectReplayedInitialMessage: onEnvelope((f, envelope) =>
+        // WP-PQXDH-13: reported like any undecryptable message; `requestRetry` follows.
+        undecryptable(f, envelope, replayRefusal(envelope.bytes)),
+      ),
+      reportCloneDetected: onEnvelope((f, envelope) => {
+        const sighting = f.ctx.inFlight?.sighting;
+        // WP-SES-20: the message is refused and the fork reported.
+        if (sighting?.kind === 'fork')
+          say(f, { kind: 'clone-detected', from: envelope.sender, evidence: sighting.evidence });
       }),
       dropDuplicateEnvelope: onEnvelope((f, envelope) =>
         say(f, { kind: 'duplicate-dropped', from: envelope.sender, messageId: envelope.messageId }),
@@ -681,10 +744,18 @@ export function createDeviceMachine(env: Env) {
         const inFlight = f.ctx.inFlight;
         if (inFlight === null || inFlight.received === null || !inFlight.received.ok) return;
         const received = inFlight.received.value;
+        const sighting = inFlight.sighting;
         f.ctx = {
           ...f.ctx,
           sesame: received.sesame,
           prekeys: received.prekeys,
+          // WP-PQXDH-13: remember an accepted initial message made without a one-time prekey.
+          initialMessages:
+            f.ctx.options.initialReplayCache && inFlight.createdSession
+              ? cacheAfterAccepting(f.ctx.initialMessages, received.prekeys, envelope.bytes)
+              : f.ctx.initialMessages,
+          // WP-SES-20: what this message showed of the sender's chains.
+          chainSightings: sighting?.kind === 'consistent' ? sighting.sightings : f.ctx.chainSightings,
           inFlight: { ...inFlight, payload: decodePayload(received.plaintext) },
         };
         // An authenticated message from a sender who wrote first makes them reachable (WP-TRUST-01);
@@ -932,6 +1003,11 @@ export function createDeviceMachine(env: Env) {
                     target: 'next',
                     actions: ['answerRetryRequest', 'acknowledgeEnvelope'],
                   },
+                  {
+                    guard: 'initialMessageReplayed',
+                    target: 'next',
+                    actions: ['rejectReplayedInitialMessage', 'requestRetry', 'acknowledgeEnvelope'],
+                  },
                   { target: 'checkDecrypted', actions: 'decryptEnvelope' },
                 ],
               },
@@ -946,6 +1022,11 @@ export function createDeviceMachine(env: Env) {
                     guard: 'decryptionFailed',
                     target: 'next',
                     actions: ['reportUndecryptable', 'requestRetry', 'acknowledgeEnvelope'],
+                  },
+                  {
+                    guard: 'forkEvidence',
+                    target: 'next',
+                    actions: ['reportCloneDetected', 'requestRetry', 'acknowledgeEnvelope'],
                   },
                   { target: 'checkIdentity' },
                 ],
@@ -1027,8 +1108,8 @@ function userContext(type: string): string {
 // ---------------------------------------------------------------------------------------------
 // Factories and the synchronous runner
 
-/** The hardened default options. */
-export const DEFAULT_MODEL_OPTIONS: ModelDeviceOptions = Object.freeze({ deviceListAuth: 'signed' });
+/** The hardened default: every switch on (spec/security-mode.ts `HARDENED_OPTIONS`). */
+export const DEFAULT_MODEL_OPTIONS: ModelDeviceOptions = HARDENED_OPTIONS;
 
 /** A running device machine driven synchronously: one input in, its outputs out. */
 export interface DeviceModelRunner {
@@ -1076,6 +1157,8 @@ function baseContext(
     parked: [],
     linkedAt: 0,
     lastFullDrainAt: 0,
+    initialMessages: [],
+    chainSightings: [],
     inbox: [],
     inFlight: null,
     acked: [],
@@ -1270,6 +1353,8 @@ export function abstractDeviceOf(c: CryptoProvider, context: DeviceContext): Dev
     kyberPreKeyIds: context.prekeys.kyberPreKeys.map((k) => k.keyId),
     signedPreKeyIds: context.prekeys.signedPreKeys.map((k) => k.keyId),
     retiredSignedPreKeyIds: context.retiredSignedPreKeys.map((r) => r.keyId),
+    initialMessages: context.initialMessages.length,
+    chainSightings: context.chainSightings.length,
   };
 }
 

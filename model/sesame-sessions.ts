@@ -544,11 +544,76 @@ export function sealMessage(
   return accept({ record: { active: sealed.session, inactive: record.inactive }, message: sealed.message });
 }
 
-/** WP-REC-02/03: a SignalMessage tried on the active session, then inactive newest first. */
+// ---------------------------------------------------------------------------------------------
+// Sequential sessions (WP-SES-18/19; Cremers–Jacomme–Naska 2023)
+
+/** WP-SES-18: a session has completed a round trip: it holds a second receiving chain. */
+export function roundTripDone(session: ModelSession): boolean {
+  return session.receivingChains.length > 1;
+}
+
+/** WP-SES-18: an established session sits ahead of inactive session `position`. */
+export function supersededAt(record: ModelSessionRecord, position: number): boolean {
+  const ahead = [...(record.active === null ? [] : [record.active]), ...record.inactive.slice(0, position)];
+  return ahead.some(roundTripDone);
+}
+
+/** WP-SES-18: the message would open a receiving chain the session does not hold. */
+function opensNewChain(session: ModelSession, ratchetKey: Uint8Array): boolean {
+  return !session.receivingChains.some((ch) => equalBytes(ch.ratchetKey, ratchetKey));
+}
+
+/** WP-SES-19: `a` sorts after `b` as unsigned bytes (base keys are all 33 bytes long). */
+function greaterKey(a: Uint8Array, b: Uint8Array): boolean {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return (a[i] ?? 0) > (b[i] ?? 0);
+  return a.length > b.length;
+}
+
+/**
+ * The record after inactive session `position` decrypted (its advanced state is `session`).
+ * Sesame §3.4 activates it (WP-REC-02). Sequential sessions (WP-SES-19) activate it only when the
+ * active session has not completed a round trip and its base key is the greater; otherwise it is
+ * updated in place.
+ */
+function recordAfterInactiveOpened(
+  record: ModelSessionRecord,
+  position: number,
+  session: ModelSession,
+  sequential: boolean,
+): ModelSessionRecord {
+  const active = record.active;
+  const activate =
+    !sequential || active === null || (!roundTripDone(active) && greaterKey(session.baseKey, active.baseKey));
+  if (activate) return activateSession(record, position, session);
+  return { active, inactive: record.inactive.map((s, i) => (i === position ? session : s)) };
+}
+
+/** WP-SES-18: a superseded inactive session never starts a new receiving chain. */
+function supersededRefuses(
+  record: ModelSessionRecord,
+  position: number,
+  ratchetKey: Uint8Array,
+  sequential: boolean,
+): Result<null> {
+  const candidate = record.inactive[position];
+  if (!sequential || candidate === undefined) return accept(null);
+  if (!supersededAt(record, position) || !opensNewChain(candidate, ratchetKey)) return accept(null);
+  return reject('SESSION_SUPERSEDED', 'a superseded session cannot start a new receiving chain', {
+    archivedIndex: position,
+  });
+}
+
+/**
+ * WP-REC-02/03: a SignalMessage tried on the active session, then inactive newest first. With
+ * `sequential` (WP-SES-18/19) superseded sessions only decrypt on chains they hold and activation
+ * follows the crossing tie-break.
+ */
 export function openSignalMessage(
   env: Env,
   record: ModelSessionRecord,
   bytes: Uint8Array,
+  sequential = false,
 ): Result<{ readonly record: ModelSessionRecord; readonly plaintext: Uint8Array }> {
   const parsed = parseSignalMessage(bytes);
   if (!parsed.ok) return parsed;
@@ -568,10 +633,15 @@ export function openSignalMessage(
   for (let i = 0; i < record.inactive.length; i++) {
     const candidate = record.inactive[i];
     if (candidate === undefined) continue;
+    const allowed = supersededRefuses(record, i, parsed.value.ratchetKey, sequential);
+    if (!allowed.ok) {
+      failures.push(allowed.error);
+      continue;
+    }
     const opened = openOnSession(env, candidate, parsed.value);
     if (opened.ok)
       return accept({
-        record: activateSession(record, i, opened.value.session),
+        record: recordAfterInactiveOpened(record, i, opened.value.session, sequential),
         plaintext: opened.value.plaintext,
       });
     if (opened.error.code === 'DUPLICATE_MESSAGE') return opened;
@@ -591,14 +661,16 @@ export function holdsSession(record: ModelSessionRecord, baseKey: Uint8Array, ve
 }
 
 /**
- * A PreKey message: on the session its base key names, else a new session (Insert) whose prekeys
- * are consumed only once the inner message decrypts (WP-PQXDH-06/07/10, WP-REC-04).
+ * A PreKey message: on the session its base key names (WP-SES-18/19 when `sequential`), else a new
+ * session (Insert) whose prekeys are consumed only once the inner message decrypts
+ * (WP-PQXDH-06/07/10, WP-REC-04).
  */
 export function openPreKeyMessage(
   env: Env,
   record: ModelSessionRecord,
   prekeys: ModelPreKeys,
   parsed: ParsedPreKeySignalMessage,
+  sequential = false,
 ): Result<{
   readonly record: ModelSessionRecord;
   readonly prekeys: ModelPreKeys;
@@ -618,10 +690,13 @@ export function openPreKeyMessage(
   const position = record.inactive.findIndex(match);
   const held = record.inactive[position];
   if (held !== undefined) {
+    // WP-SES-18: the matched session may be superseded.
+    const allowed = supersededRefuses(record, position, parsed.inner.ratchetKey, sequential);
+    if (!allowed.ok) return allowed;
     const opened = openOnSession(env, held, parsed.inner);
     if (!opened.ok) return opened;
     return accept({
-      record: activateSession(record, position, opened.value.session),
+      record: recordAfterInactiveOpened(record, position, opened.value.session, sequential),
       prekeys,
       plaintext: opened.value.plaintext,
     });

@@ -566,6 +566,7 @@ export function openFromSender(
   sender: DeviceAddress,
   type: 'prekey' | 'whisper',
   bytes: Uint8Array,
+  sequential = false,
 ): Result<ModelReceived> {
   if (!isValidUserId(sender.userId) || !isValidDeviceId(sender.deviceId))
     return reject('SESAME_INVALID_DEVICE_ENTRY', 'sender address is malformed', { field: 'sender' });
@@ -577,7 +578,7 @@ export function openFromSender(
       return reject('SESAME_NO_DEVICE_RECORD', 'no record for the sending device', {
         deviceId: sender.deviceId,
       });
-    const opened = openSignalMessage(env, device.sessions, bytes);
+    const opened = openSignalMessage(env, device.sessions, bytes, sequential);
     if (!opened.ok) return opened;
     return accept({
       sesame: withDevice(s, sender.userId, { ...device, sessions: opened.value.record }),
@@ -610,7 +611,7 @@ export function openFromSender(
     target = deviceRecord(next, sender.userId, sender.deviceId);
     if (target === undefined) throw new UsageError('openFromSender: device record vanished');
   }
-  const opened = openPreKeyMessage(env, target.sessions, prekeys, parsed.value);
+  const opened = openPreKeyMessage(env, target.sessions, prekeys, parsed.value, sequential);
   if (!opened.ok) return opened;
   return accept({
     sesame: withDevice(next, sender.userId, { ...target, sessions: opened.value.record }),

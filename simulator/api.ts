@@ -106,6 +106,16 @@ export interface SimConfig {
   readonly faults: FaultConfig;
   /** `signed` (default) or Sesame's `server`-authoritative device lists. */
   readonly deviceListAuth: 'signed' | 'server';
+  /**
+   * The hardening flags every device runs with (spec/security-mode.ts `SecurityOptions`, beside
+   * `deviceListAuth`): CJN23's sequential sessions, the KBB initial-message replay cache and
+   * CFKN20-style clone detection. Presets turn them all on (the hardened default).
+   */
+  readonly sequentialSessions: boolean;
+  readonly initialReplayCache: boolean;
+  readonly cloneDetection: boolean;
+  /** An adversary (simulator/adversary.ts) and its plan; absent in an honest run. */
+  readonly adversary?: AdversaryPlan;
   /** Planted bugs, read by both engines. */
   readonly bugs: readonly BugName[];
   /** Ticks the liveness phase may take to converge after everything heals. */
@@ -147,6 +157,174 @@ export type ScheduleEntry =
   | { readonly t: number; readonly op: 'server-crash'; readonly until: number }
   | { readonly t: number; readonly op: 'state-loss'; readonly device: string }
   | { readonly t: number; readonly op: 'rollback'; readonly device: string; readonly toTick: number };
+
+/** A device address as adversary steps name it. */
+export interface AttackAddress {
+  readonly userId: UserId;
+  readonly deviceId: number;
+}
+
+/**
+ * One scripted adversary action (simulator/adversary.ts), at a tick. Installs are named as in the
+ * schedule (`u0/1`); `label` names a compromise so later steps can use what it stole.
+ */
+export type AttackStep =
+  /** Device compromise: copy the install's whole state (sessions, identity and prekeys). */
+  | { readonly t: number; readonly op: 'compromise'; readonly device: string; readonly label: string }
+  /** Run a copy of a stolen state as a second device at the victim's address. */
+  | {
+      readonly t: number;
+      readonly op: 'clone';
+      readonly label: string;
+      readonly name: string;
+      /** Whether the clone fetches the victim's mailbox (it always gets answers to its own requests). */
+      readonly poll: boolean;
+    }
+  /** Rollback: put the victim of `label` back into the state stolen then (Sesame §2.2 allows it). */
+  | { readonly t: number; readonly op: 'rollback'; readonly label: string }
+  /** A device the attacker runs (a clone, a phished device) sends a text it wrote to users. */
+  | {
+      readonly t: number;
+      readonly op: 'send-as';
+      readonly device: string;
+      readonly to: readonly UserId[];
+      readonly text: string;
+    }
+  /** Network: flip one body bit of the next ratchet message from `from` that `to` fetches. */
+  | { readonly t: number; readonly op: 'tamper'; readonly from: string; readonly to: string }
+  /** Network: drop the next `count` packets of install `device` (either direction). */
+  | { readonly t: number; readonly op: 'drop'; readonly device: string; readonly count: number }
+  /** Network: hold the next packet of install `device` back by `ticks`. */
+  | { readonly t: number; readonly op: 'delay'; readonly device: string; readonly ticks: number }
+  /** Malicious server: bundles of `user` lose their one-time prekey until `until`. */
+  | { readonly t: number; readonly op: 'withhold-opks'; readonly user: UserId; readonly until: number }
+  /**
+   * Malicious server: device lists and refusals about `user` name an extra device `deviceId` whose
+   * keys the attacker made, and copies to it are kept by the attacker, until `until`.
+   */
+  | {
+      readonly t: number;
+      readonly op: 'inject-device';
+      readonly user: UserId;
+      readonly deviceId: number;
+      readonly until: number;
+    }
+  /** Malicious server: device lists about `user` leave out `deviceId` until `until`. */
+  | {
+      readonly t: number;
+      readonly op: 'hide-device';
+      readonly user: UserId;
+      readonly deviceId: number;
+      readonly until: number;
+    }
+  /** Malicious server: answers about `user` carry the oldest list it saw, until `until`. */
+  | { readonly t: number; readonly op: 'old-list'; readonly user: UserId; readonly until: number }
+  /**
+   * Malicious server: store again, in the mailbox of install `to`, the `nth` (0-based, in
+   * observation order) ciphertext copy addressed to it (`type` filters), reported as coming from
+   * `asSender` (default: its real sender).
+   */
+  | {
+      readonly t: number;
+      readonly op: 'replay';
+      readonly to: string;
+      readonly nth: number;
+      readonly type: 'prekey' | 'prekey-no-opk' | 'whisper' | 'any';
+      readonly asSender: AttackAddress | null;
+    }
+  /** Malicious server: answer every send of install `device` with a refusal of kind `refusal`, until `until`. */
+  | {
+      readonly t: number;
+      readonly op: 'hostile-refusal';
+      readonly device: string;
+      readonly refusal: 'unknown-user' | 'mailbox-full';
+      readonly until: number;
+    }
+  /** KCI: with the stolen signed prekey of `label`'s victim, deliver a text claiming to come from install `as`. */
+  | {
+      readonly t: number;
+      readonly op: 'forge-kci';
+      readonly label: string;
+      readonly as: string;
+      readonly text: string;
+    }
+  /** KCI probe: would the victim of `label` accept such a forgery now? Tried on a throwaway copy of its state. */
+  | { readonly t: number; readonly op: 'kci-probe'; readonly label: string; readonly as: string }
+  /** QR phishing: `user`'s primary links a device the attacker provisioned, installed as `name`. */
+  | { readonly t: number; readonly op: 'phish-link'; readonly user: UserId; readonly name: string };
+
+/** The adversary of a run: a scripted plan, and (swarm) random actions drawn from the seed. */
+export interface AdversaryPlan {
+  /** The scenario's name, or `swarm` for drawn adversaries. */
+  readonly name: string;
+  readonly steps: readonly AttackStep[];
+  /** Random actions drawn from `lockstep-sim/<seed>/adversary` over the fault phase (0 = none). */
+  readonly randomActions: number;
+}
+
+/** The security oracles (simulator/oracles.ts), in report order. */
+export const ORACLE_NAMES = [
+  'confidentiality',
+  'forward-secrecy',
+  'post-compromise-security',
+  'post-revocation-secrecy',
+  'authentication',
+  'signed-devices-only',
+  'initial-replay',
+  'clone-detection-sound',
+  'device-list-visibility',
+] as const;
+
+/** A security oracle's name. */
+export type OracleName = (typeof ORACLE_NAMES)[number];
+
+/** One violated claim: which oracle, when, and what happened (ids and addresses, never plaintext). */
+export interface SecurityViolation {
+  readonly oracle: OracleName;
+  readonly t: number;
+  readonly message: string;
+}
+
+/** A plaintext the attacker could decrypt, and whether a documented window allows it. */
+export interface Leak {
+  /** The send operation's marker text (the oracle's ground truth, never shown in traces). */
+  readonly text: string;
+  /** The honest sender's install and the copy's recipient address. */
+  readonly sender: string;
+  readonly to: string;
+  /** When the copy was sent. */
+  readonly t: number;
+  /** How: `state:<label>` (stolen state), `engine:<install>` (a device the attacker runs), `device:<address>` (keys it made). */
+  readonly via: string;
+  /** `null` when a violation, else the documented window that allows it. */
+  readonly allowedBy: string | null;
+}
+
+/** What the oracles found in an adversarial run. */
+export interface SecurityReport {
+  readonly plan: string;
+  /** Honest plaintexts sent. */
+  readonly plaintexts: number;
+  readonly leaks: readonly Leak[];
+  readonly violations: readonly SecurityViolation[];
+  /** Forged messages honest devices accepted (claimed sender, receiver, window or null). */
+  readonly forgeries: readonly {
+    readonly to: string;
+    readonly claimed: string;
+    readonly t: number;
+    readonly allowedBy: string | null;
+  }[];
+  /** `clone-detected` outputs: device, peer, time. */
+  readonly detections: readonly { readonly at: string; readonly from: string; readonly t: number }[];
+  /** Initial messages a device accepted more than once (receiver, times). */
+  readonly replays: readonly { readonly at: string; readonly times: number }[];
+  /** KCI probes in time order: whether the victim would accept a forgery at that tick. */
+  readonly kciProbes: readonly { readonly t: number; readonly victim: string; readonly accepted: boolean }[];
+  /** Per compromise label: when each direction of a pair healed (first tick), `from>to`. */
+  readonly healed: Readonly<Record<string, Readonly<Record<string, number>>>>;
+  /** Errors honest devices reported about attacker input (code → count). */
+  readonly refusals: Readonly<Record<string, number>>;
+}
 
 /** Where a property holds and where it is allowed not to (its fault envelope). */
 export interface PropertySpec {
@@ -222,6 +400,8 @@ export interface SimResult {
   readonly schedule: readonly ScheduleEntry[];
   /** A one-line command that reproduces this run. */
   readonly repro: string;
+  /** What the security oracles found, when the run had an adversary; else null. */
+  readonly security: SecurityReport | null;
   /** Simulated delivery latency samples summary (ticks). */
   readonly latency: {
     readonly p50: number;

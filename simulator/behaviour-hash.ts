@@ -6,4 +6,4 @@
  */
 
 /** The behaviour hash of this build's protocol sources. */
-export const BEHAVIOUR_HASH = '5598925fb9168532a85c732dfdebb2ae6486b03f1642ae93a8f8da2fa6dcfef8';
+export const BEHAVIOUR_HASH = 'c6c6bd84da07645c8d86ea0e2c1ce4d2028130f9457db53807f17285af51635b';

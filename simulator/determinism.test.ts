@@ -62,7 +62,7 @@ describe('determinism', () => {
     expect(header).toMatchObject({
       type: 'header',
       format: 'lockstep-trace',
-      formatVersion: 2,
+      formatVersion: 3,
       commit: null,
     });
     for (const line of result.lines.slice(0, 50)) {

@@ -234,6 +234,8 @@ export function abstractImplDevice(
     kyberPreKeyIds: state.prekeys.kyberPreKeys.map((k) => k.keyId),
     signedPreKeyIds: state.prekeys.signedPreKeys.map((k) => k.keyId),
     retiredSignedPreKeyIds: state.retiredSignedPreKeys.map((r) => r.keyId),
+    initialMessages: state.initialMessages.length,
+    chainSightings: state.chainSightings.length,
   };
 }
 

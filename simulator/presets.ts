@@ -21,6 +21,7 @@
  * @module
  */
 import type { BugName } from '../spec/bugs.js';
+import { HARDENED_OPTIONS, type SecurityOptions } from '../spec/security-mode.js';
 import {
   NO_FAULTS,
   type EngineChoice,
@@ -128,7 +129,7 @@ const PRESETS: Readonly<Record<PresetName, PresetBody>> = Object.freeze({
   quiet: {
     workload: SMOKE_WORKLOAD,
     faults: NO_FAULTS,
-    deviceListAuth: 'signed',
+    ...HARDENED_OPTIONS,
     livenessBound: 200_000,
     traceMode: 'full',
     pollInterval: 1_000,
@@ -137,7 +138,7 @@ const PRESETS: Readonly<Record<PresetName, PresetBody>> = Object.freeze({
   smoke: {
     workload: SMOKE_WORKLOAD,
     faults: SMOKE_FAULTS,
-    deviceListAuth: 'signed',
+    ...HARDENED_OPTIONS,
     livenessBound: 200_000,
     traceMode: 'full',
     pollInterval: 1_000,
@@ -146,7 +147,7 @@ const PRESETS: Readonly<Record<PresetName, PresetBody>> = Object.freeze({
   default: {
     workload: DEFAULT_WORKLOAD,
     faults: DEFAULT_FAULTS,
-    deviceListAuth: 'signed',
+    ...HARDENED_OPTIONS,
     livenessBound: 400_000,
     traceMode: 'full',
     pollInterval: 2_000,
@@ -155,7 +156,7 @@ const PRESETS: Readonly<Record<PresetName, PresetBody>> = Object.freeze({
   'peak-day': {
     workload: PEAK_DAY_WORKLOAD,
     faults: PEAK_DAY_FAULTS,
-    deviceListAuth: 'signed',
+    ...HARDENED_OPTIONS,
     livenessBound: 4 * 3_600_000,
     traceMode: 'summary',
     pollInterval: 3_600_000,
@@ -175,6 +176,8 @@ export interface PresetOptions {
   readonly deviceListAuth?: SimConfig['deviceListAuth'];
   /** Signed prekey rotation (WP-LIFE-07); no preset turns it on. */
   readonly signedPreKeyRotation?: SimConfig['signedPreKeyRotation'];
+  /** The devices' security switches (spec/security-mode.ts); default the preset's (hardened). */
+  readonly security?: SecurityOptions;
 }
 
 /** The configuration of `preset` for one seed. */
@@ -186,7 +189,10 @@ export function presetConfig(preset: PresetName, seed: number, options: PresetOp
     engine: options.engine ?? 'impl',
     workload: { ...body.workload, ...(options.workload ?? {}) },
     faults: options.faults ?? body.faults,
-    deviceListAuth: options.deviceListAuth ?? body.deviceListAuth,
+    deviceListAuth: options.deviceListAuth ?? options.security?.deviceListAuth ?? body.deviceListAuth,
+    sequentialSessions: options.security?.sequentialSessions ?? body.sequentialSessions,
+    initialReplayCache: options.security?.initialReplayCache ?? body.initialReplayCache,
+    cloneDetection: options.security?.cloneDetection ?? body.cloneDetection,
     bugs: [...(options.bugs ?? [])],
     livenessBound: body.livenessBound,
     traceMode: options.traceMode ?? body.traceMode,

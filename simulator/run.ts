@@ -35,7 +35,9 @@ import { toHex } from '../spec/hex.js';
 import type { DeviceAddress, UserId } from '../spec/identity.js';
 import type { ServerRequest, ServerResponse } from '../spec/server-api.js';
 import type { DeviceInput, DeviceOptions, DeviceOutput } from '../impl/device.js';
-import type { ScheduleEntry, SimConfig, SimResult, Violation } from './api.js';
+import type { ScheduleEntry, SecurityReport, SimConfig, SimResult, Violation } from './api.js';
+import { Adversary, type AdversaryHost } from './adversary.js';
+import { addressKey } from './oracles.js';
 import {
   DivergenceError,
   engineFactory,
@@ -111,6 +113,7 @@ type QEvent =
   | { readonly kind: 'server-up'; readonly epoch: number }
   | { readonly kind: 'resume'; readonly install: string }
   | { readonly kind: 'faults-on' }
+  | { readonly kind: 'attack'; readonly index: number }
   | { readonly kind: 'heal' }
   | { readonly kind: 'liveness-check' };
 
@@ -133,6 +136,10 @@ interface Install {
   readonly pendingAcks: Set<UserId>;
   /** The canonical JSON of each part of the last traced abstract state (see abstractDelta). */
   lastParts: ReadonlyMap<string, string>;
+  /** Run by the adversary (a clone, a phished device): its outputs go to the attacker. */
+  readonly attacker: boolean;
+  /** An attacker install that fetches its address's mailbox once it has one. */
+  attackerPolls: boolean;
 }
 
 type AdminOp =
@@ -180,6 +187,8 @@ class Simulation {
   private lastServerParts: ReadonlyMap<string, string> = new Map();
   private readonly provisionInterval: number;
   private lastSummaryHour = -1;
+  private readonly adversary: Adversary | null;
+  security: SecurityReport | null = null;
 
   constructor(
     readonly config: SimConfig,
@@ -201,9 +210,85 @@ class Simulation {
     this.full = config.traceMode === 'full';
     this.trace = new TraceWriter(traceHeader(config, explicit ? schedule : null), crypto, this.full);
     this.checker = new Checker(crypto, (v) => this.traceViolation(v));
-    this.options = { deviceListAuth: config.deviceListAuth };
+    this.options = {
+      deviceListAuth: config.deviceListAuth,
+      sequentialSessions: config.sequentialSessions,
+      initialReplayCache: config.initialReplayCache,
+      cloneDetection: config.cloneDetection,
+    };
     this.healAt = config.workload.durationTicks;
     this.provisionInterval = Math.min(500, config.pollInterval);
+    this.adversary =
+      config.adversary === undefined
+        ? null
+        : new Adversary(config.adversary, this.adversaryHost(crypto), config, population);
+  }
+
+  /** What the adversary (simulator/adversary.ts) may do to and see of this run. */
+  private adversaryHost(crypto: CryptoProvider): AdversaryHost {
+    return {
+      crypto,
+      factory: this.factory,
+      server: this.server,
+      options: this.options,
+      now: () => this.t,
+      event: (kind, data) => this.event('attacker', kind, data),
+      schedule: (t, index) => this.queue.push(t, { kind: 'attack', index }),
+      engineOf: (name) => {
+        const install = this.installs.get(name);
+        return install === undefined || !install.alive || install.attacker ? null : install.engine;
+      },
+      addressOf: (name) => this.installs.get(name)?.address ?? null,
+      addAttackerInstall: (name, engine, address, poll) => {
+        const install = this.addInstall(name, engine, true);
+        install.address = address;
+        install.linked = address !== null;
+        if (poll) install.attackerPolls = true;
+        if (poll && address !== null) this.queue.push(this.t + 1, { kind: 'poll', install: name });
+        this.armResend(install);
+      },
+      attackerOutputs: (name, outputs) => {
+        const install = this.installs.get(name);
+        if (install !== undefined) this.handleOutputs(install, outputs);
+      },
+      provisionPolls: (name) =>
+        this.queue.push(this.t + this.provisionInterval, { kind: 'provision-poll', install: name }),
+      input: (name, input) => {
+        const install = this.installs.get(name);
+        if (install !== undefined && install.alive) this.step(install, input);
+      },
+      contact: (name, user) => {
+        const install = this.installs.get(name);
+        if (install === undefined || install.contactsAdded.has(user)) return;
+        const signed = this.server.signedDeviceList(user);
+        const list = signed === null ? null : decodeDeviceList(signed.list);
+        if (list === null || !list.ok) return;
+        install.contactsAdded.add(user);
+        this.step(install, {
+          kind: 'user.add-contact',
+          link: {
+            userId: user,
+            accountKeyFingerprint: accountKeyFingerprint(this.env.crypto, list.value.accountKey),
+            inviteToken: null,
+          },
+        });
+      },
+      rolledBack: (name, toTick) => {
+        const install = this.installs.get(name);
+        if (install === undefined) return;
+        install.rolledBack = true;
+        install.resendArmed = false;
+        this.checker.rolledBack(name, toTick);
+        if (install.address !== null) this.adversary?.recorder.rolledBack(install.address, this.t, toTick);
+        this.armResend(install);
+      },
+      primaryOf: (user) => this.users.get(user)?.primary ?? null,
+      store: (request) => {
+        const response = this.server.handle(request, this.t);
+        this.afterServerStep('attacker', 0, request, response, null, 0);
+        return response;
+      },
+    };
   }
 
   // -------------------------------------------------------------------------------------------
@@ -250,6 +335,7 @@ class Simulation {
     }
     this.queue.push(setupTicks(this.config.workload), { kind: 'faults-on' });
     this.queue.push(this.healAt, { kind: 'heal' });
+    this.adversary?.start();
     this.trace.event(0, 0, 'sim', 'setup', {
       users: this.population.users.length,
       devicesPerUser: this.config.workload.devicesPerUser,
@@ -258,9 +344,11 @@ class Simulation {
     });
   }
 
-  private addInstall(name: string, engine: DeviceEngine): Install {
+  private addInstall(name: string, engine: DeviceEngine, attacker = false): Install {
     const user = userOfInstall(name);
     const install: Install = {
+      attacker,
+      attackerPolls: false,
       name,
       user,
       engine,
@@ -278,6 +366,10 @@ class Simulation {
       lastParts: new Map(),
     };
     this.installs.set(name, install);
+    if (attacker) {
+      install.gone = true;
+      return install;
+    }
     this.users.get(user)?.installs.push(name);
     return install;
   }
@@ -413,6 +505,9 @@ class Simulation {
         this.armResend(install);
         return false;
       }
+      case 'attack':
+        this.adversary?.act(e.index);
+        return false;
       case 'faults-on':
         this.network.activate();
         this.trace.event(this.t, this.seq, 'sim', 'faults-on', {});
@@ -459,6 +554,7 @@ class Simulation {
   }
 
   private handleOutputs(install: Install, outputs: readonly DeviceOutput[], input?: DeviceInput): void {
+    if (install.attacker) return this.attackerOutputs(install, outputs, input);
     if (this.full) {
       const data: Record<string, unknown> = {
         input: input === undefined ? { kind: 'create' } : summarizeInput(input),
@@ -474,7 +570,30 @@ class Simulation {
       if (model !== null) data.model = { path: [...model.path], state: model.state };
       this.event(install.name, 'step', data);
     }
+    this.adversary?.afterStep(install.name, install.address, outputs, install.engine.abstract());
     for (const output of outputs) this.onOutput(install, output);
+    if (install.alive && install.engine.hasWork()) this.armResend(install);
+  }
+
+  /** A step of a device the attacker runs: its requests travel, the rest is the attacker's. */
+  private attackerOutputs(install: Install, outputs: readonly DeviceOutput[], input?: DeviceInput): void {
+    this.event(install.name, 'attacker-step', {
+      input: input === undefined ? { kind: 'create' } : summarizeInput(input),
+      outputs: outputs.map(summarizeOutput),
+    });
+    for (const o of outputs) {
+      if (o.kind === 'request') {
+        this.adversary?.emitted(install.name, o.requestId, o.request);
+        this.sendUp(install, o.requestId, o.request);
+      }
+      if (o.kind === 'linked') {
+        install.linked = true;
+        install.address = o.address;
+        this.byAddress.set(addressKey(o.address), install.name);
+        if (install.attackerPolls) this.queue.push(this.t + 1, { kind: 'poll', install: install.name });
+      }
+      this.adversary?.attackerOutput(install.name, install.address, o);
+    }
     if (install.alive && install.engine.hasWork()) this.armResend(install);
   }
 
@@ -489,6 +608,7 @@ class Simulation {
     switch (o.kind) {
       case 'request':
         c.requestEmitted(install.name, o.requestId, o.request);
+        this.adversary?.emitted(install.name, o.requestId, o.request);
         this.sendUp(install, o.requestId, o.request);
         return;
       case 'delivered': {
@@ -518,6 +638,9 @@ class Simulation {
         return;
       case 'duplicate-dropped':
         c.count('duplicate-dropped');
+        return;
+      case 'clone-detected':
+        c.count('clone-detected');
         return;
       case 'resent':
         c.count('resends');
@@ -762,6 +885,8 @@ class Simulation {
         install.rolledBack = true;
         install.resendArmed = false;
         this.checker.rolledBack(install.name, entry.toTick);
+        if (install.address !== null)
+          this.adversary?.recorder.rolledBack(install.address, this.t, entry.toTick);
         this.checker.count('faults.rollback');
         this.event(install.name, 'fault', { fault: 'rollback', toTick: entry.toTick });
         this.armResend(install);
@@ -801,6 +926,12 @@ class Simulation {
       });
     const recipients = entry.to.flatMap((u) => linkedOf(u));
     const siblings = linkedOf(install.user, install.name);
+    this.adversary?.recorder.honestSend(
+      entry.op === 'send' ? entry.text : attachmentText(entry),
+      install.name,
+      install.address,
+      this.t,
+    );
     if (entry.op === 'send') {
       this.checker.sendOp(
         {
@@ -890,7 +1021,8 @@ class Simulation {
   // -------------------------------------------------------------------------------------------
   // Network
 
-  private sendUp(install: Install, requestId: number, request: ServerRequest): void {
+  private sendUp(install: Install, requestId: number, sent: ServerRequest): void {
+    let request = sent;
     if (!this.linkUp(install)) {
       this.checker.count('net.lost.link-down');
       this.event('net', 'net', {
@@ -901,6 +1033,13 @@ class Simulation {
         requestId,
       });
       return;
+    }
+    let held = 0;
+    if (this.adversary !== null) {
+      const seen = this.adversary.up(install.name, requestId, request);
+      if (seen.request === null) return;
+      request = seen.request;
+      held = seen.delay;
     }
     const fate = this.network.fate();
     if (fate.lost) {
@@ -917,7 +1056,7 @@ class Simulation {
     if (fate.duplicated) this.checker.count('net.duplicated');
     const vc = this.full ? this.trace.clockOf(install.name) : {};
     for (const delay of fate.delays)
-      this.queue.push(this.t + delay, {
+      this.queue.push(this.t + held + delay, {
         kind: 'up',
         install: install.name,
         requestId,
@@ -946,6 +1085,7 @@ class Simulation {
     if (
       install !== undefined &&
       install.address !== null &&
+      !install.attacker &&
       this.byAddress.get(`${install.address.userId}.${install.address.deviceId}`) !== install.name
     ) {
       this.checker.count('net.lost.superseded');
@@ -973,13 +1113,30 @@ class Simulation {
     const request = e.request;
     const ackAddress = request.kind === 'ack' ? request.device : null;
     const before = ackAddress === null ? 0 : this.server.mailboxDepth(ackAddress);
-    const response = this.server.handle(request, this.t);
+    const response =
+      this.adversary === null
+        ? this.server.handle(request, this.t)
+        : (this.adversary.serve(install.name, request) ??
+          this.adversary.rewrite(this.server.handle(request, this.t)));
+    this.afterServerStep(install.name, e.requestId, request, response, ackAddress, before);
+    this.sendDown(install, e.requestId, response);
+  }
+
+  /** Checks, traces and pushes after the server answered `request` from `from`. */
+  private afterServerStep(
+    from: string,
+    requestId: number,
+    request: ServerRequest,
+    response: ServerResponse,
+    ackAddress: DeviceAddress | null,
+    before: number,
+  ): void {
     const removed = ackAddress === null ? 0 : before - this.server.mailboxDepth(ackAddress);
-    this.checker.serverStep(install.name, request, response, this.t, removed);
+    this.checker.serverStep(from, request, response, this.t, removed);
     if (this.full) {
       const data: Record<string, unknown> = {
-        from: install.name,
-        requestId: e.requestId,
+        from,
+        requestId,
         request: summarizeRequest(request),
         response: summarizeResponse(response),
       };
@@ -997,7 +1154,6 @@ class Simulation {
         if (target !== undefined) this.push(target);
       }
     }
-    this.sendDown(install, e.requestId, response);
   }
 
   private push(name: string): void {
@@ -1043,6 +1199,13 @@ class Simulation {
       });
       if (changed) response = { kind: 'envelopes', envelopes };
     }
+    let held = 0;
+    if (this.adversary !== null) {
+      const seen = this.adversary.down(install.name, response);
+      if (seen.request === null) return;
+      response = seen.request;
+      held = seen.delay;
+    }
     const fate = this.network.fate();
     if (fate.lost) {
       this.checker.count('net.lost');
@@ -1058,7 +1221,7 @@ class Simulation {
     if (fate.duplicated) this.checker.count('net.duplicated');
     const vc = this.full ? this.trace.clockOf('server') : {};
     for (const delay of fate.delays)
-      this.queue.push(this.t + delay, {
+      this.queue.push(this.t + held + delay, {
         kind: 'down',
         install: install.name,
         requestId,
@@ -1160,7 +1323,43 @@ class Simulation {
     if (this.converged) this.staleEpoch();
     c.finishConservation(this.server);
     c.scanStored(this.server.storedBytes());
+    if (this.adversary !== null) this.judgeSecurity(this.adversary);
     this.summary('end');
+  }
+
+  /** Runs the security oracles and records their verdict on the `oracle` lane. */
+  private judgeSecurity(adversary: Adversary): void {
+    const report = adversary.finish();
+    this.security = report;
+    for (const v of report.violations)
+      this.trace.event(this.t, this.seq, 'oracle', 'security-violation', {
+        oracle: v.oracle,
+        at: v.t,
+        message: v.message,
+      });
+    const allowed: Record<string, number> = {};
+    for (const leak of report.leaks) {
+      const key = leak.allowedBy ?? 'violation';
+      allowed[key] = (allowed[key] ?? 0) + 1;
+    }
+    this.trace.event(this.t, this.seq, 'oracle', 'security', {
+      plan: report.plan,
+      plaintexts: report.plaintexts,
+      leaks: allowed,
+      leakedPlaintexts: new Set(report.leaks.map((l) => l.text)).size,
+      forgeries: report.forgeries.map((f) => ({
+        to: f.to,
+        claimed: f.claimed,
+        t: f.t,
+        allowedBy: f.allowedBy,
+      })),
+      detections: report.detections,
+      replays: report.replays,
+      kciProbes: report.kciProbes,
+      healed: report.healed,
+      refusals: report.refusals,
+      violations: report.violations.length,
+    });
   }
 
   /** Jumps past MAXLATENCY, lets every linked device drain once, and judges stale records. */
@@ -1197,6 +1396,7 @@ class Simulation {
       counters: this.checker.snapshotCounters(),
       schedule: this.schedule,
       repro: reproCommand(this.config, explicit),
+      security: this.security,
       latency: {
         p50: pick(0.5),
         p99: pick(0.99),

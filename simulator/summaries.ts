@@ -164,6 +164,12 @@ export function summarizeOutput(output: DeviceOutput): Record<string, unknown> {
         from: `${output.from.userId}.${output.from.deviceId}`,
         messageId: output.messageId,
       };
+    case 'clone-detected':
+      return {
+        kind: output.kind,
+        from: `${output.from.userId}.${output.from.deviceId}`,
+        evidence: output.evidence,
+      };
     case 'resent':
       return {
         kind: output.kind,

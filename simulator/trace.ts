@@ -4,7 +4,7 @@
  * whitespace, bytes only as fingerprints).
  *
  * ```text
- * {"behaviourHash":…,"commit":null,"config":{…},"format":"lockstep-trace","formatVersion":2,"schedule":…,"type":"header"}
+ * {"behaviourHash":…,"commit":null,"config":{…},"format":"lockstep-trace","formatVersion":3,"schedule":…,"type":"header"}
  * {"data":{…},"kind":"step","node":"u0/1","seq":17,"t":1203,"type":"event","vc":{"server":9,"u0/1":5}}
  * ```
  *
@@ -22,7 +22,7 @@ import { canonicalJson } from './canonical.js';
 export { BEHAVIOUR_HASH };
 
 /** The trace format version this build writes and replays. */
-export const TRACE_FORMAT_VERSION = 2;
+export const TRACE_FORMAT_VERSION = 3;
 
 /** The header line of a run. */
 export function traceHeader(config: SimConfig, schedule: readonly ScheduleEntry[] | null): TraceHeader {

@@ -195,5 +195,23 @@ export const MAX_DEVICE_RECORDS_PER_USER = 32;
 /** WP-SES-15: user records per device (Sesame §6.5): bounds what forged senders can make us store. */
 export const MAX_USER_RECORDS = 10_000;
 
+/**
+ * WP-PQXDH-13: PreKey messages without a one-time prekey a device remembers to refuse their replay
+ * (the oldest is forgotten beyond this). Only such messages make entries, and only when a device's
+ * one-time prekeys ran out at the server (a device uploads 10 and replenishes below 3); in signed
+ * mode only devices of verified lists can make them. 1 024 entries (≈ 70 KiB) cover far more
+ * initiations without one-time prekeys than one signed prekey's lifetime sees; a replay becomes
+ * possible again only after 1 024 newer such initiations.
+ */
+export const INITIAL_REPLAY_CACHE_CAPACITY = 1_024;
+
+/**
+ * WP-SES-20: peers' sending chains a device remembers for clone detection (the oldest is forgotten
+ * beyond this). A session keeps at most MAX_RECEIVER_CHAINS (5) receiving chains, and only chains
+ * still held can be evidence; 2 048 entries (≈ 180 KiB) cover 5 chains of about 400 sessions in
+ * use. A forgotten chain costs only a missed detection, never a false one.
+ */
+export const CHAIN_SIGHTINGS_CAPACITY = 2_048;
+
 /** WP-LINK-04: HKDF info deriving the provisioning envelope's AES and HMAC keys. */
 export const PROVISIONING_INFO = 'Lockstep_Provisioning_v1';

@@ -64,6 +64,10 @@ export interface DeviceAbstract {
   readonly signedPreKeyIds: readonly number[];
   /** Held signed prekeys the server no longer hands out, oldest first: in their grace period (WP-LIFE-08). */
   readonly retiredSignedPreKeyIds: readonly number[];
+  /** WP-PQXDH-13: entries of the initial-message replay cache. */
+  readonly initialMessages: number;
+  /** WP-SES-20: peer sending chains remembered for clone detection. */
+  readonly chainSightings: number;
 }
 
 /** Device id type re-exported for projections. */

@@ -40,6 +40,10 @@ export const ERROR_RULES = Object.freeze({
   // Session records.
   NO_SESSION: 'WP-REC-05',
   NO_SESSION_DECRYPTED: 'WP-REC-02',
+  // Hardened session handling (spec/security-mode.ts).
+  SESSION_SUPERSEDED: 'WP-SES-18',
+  SESSION_FORK_DETECTED: 'WP-SES-20',
+  INITIAL_MESSAGE_REPLAYED: 'WP-PQXDH-13',
   // Wire formats.
   WIRE_TOO_SHORT: 'WP-WIRE-07',
   WIRE_VERSION_LEGACY: 'WP-WIRE-01',

@@ -25,6 +25,7 @@ import type { Envelope, ServerResponse } from '../../spec/server-api.js';
 import { createDeviceMachine } from '../../model/device.js';
 import { listTransitions } from '../../tools/model-diagrams.js';
 import { CoverageTwin, fetchWith, forgeEnvelopes } from './device-paths-support.js';
+import { forkByRestoredCopy, replayInitialMessage, reviveOldSession } from './hardened-scenarios.js';
 
 /**
  * Transitions no input sequence can fire, each with the reason. The test fails if one of them
@@ -421,6 +422,19 @@ const SCENARIOS: Readonly<Record<string, Scenario>> = {
     w.send('alice', ['bob'], 'after two rotations');
     w.sync();
     w.compareAll('after rotations');
+    return w;
+  },
+
+  /** The hardened switches: a replayed initial message, a forked sender, a revived old session. */
+  hardened(fired) {
+    const replay = replayInitialMessage(new CoverageTwin('device-paths/replay', fired)).outputs;
+    expect(
+      replay.some((o) => o.kind === 'undecryptable' && o.error.code === 'INITIAL_MESSAGE_REPLAYED'),
+    ).toBe(true);
+    const fork = forkByRestoredCopy(new CoverageTwin('device-paths/fork', fired));
+    expect(fork.some((o) => o.kind === 'clone-detected')).toBe(true);
+    const w = new CoverageTwin('device-paths/revive', fired);
+    expect(reviveOldSession(w).revived).toBe(false);
     return w;
   },
 };

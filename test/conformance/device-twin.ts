@@ -14,6 +14,7 @@ import type { Env } from '../../spec/env.js';
 import type { UserId } from '../../spec/identity.js';
 import { seededRng } from '../../spec/rng.js';
 import type { ServerRequest, ServerResponse } from '../../spec/server-api.js';
+import { HARDENED_OPTIONS, type SecurityOptions } from '../../spec/security-mode.js';
 import {
   createPrimaryDevice,
   createProvisioningDevice,
@@ -91,7 +92,15 @@ export class TwinWorld {
   readonly impl: Side<DeviceState>;
   readonly model: Side<DeviceModelRunner>;
 
-  constructor(seed: string) {
+  /**
+   * @param seed the seed of both worlds' random streams
+   * @param options the security switches every device of the world gets (spec/security-mode.ts);
+   *   the engines' hardened default when omitted
+   */
+  constructor(
+    seed: string,
+    readonly options: SecurityOptions = HARDENED_OPTIONS,
+  ) {
     const side = <D>(): Side<D> => ({
       env: { crypto: nodeProvider, rng: recordingRng(seededRng(seed)) },
       server: emptyServerState(),
@@ -267,13 +276,13 @@ export class TwinWorld {
 
   /** A provisioning device that nobody links (yet). */
   adoptProvisioning(name: string): void {
-    const impl = createProvisioningDevice(this.impl.env, this.now);
-    const model = createProvisioningDeviceModel(this.model.env, this.now);
+    const impl = createProvisioningDevice(this.impl.env, this.now, this.options);
+    const model = createProvisioningDeviceModel(this.model.env, this.now, this.options);
     this.adopt(name, impl, model);
   }
 
   /** A new account's primary device, registered. */
-  createAccount(name: string, userId: UserId, options?: { deviceListAuth: 'signed' | 'server' }): void {
+  createAccount(name: string, userId: UserId, options: SecurityOptions = this.options): void {
     const impl = createPrimaryDevice(this.impl.env, userId, this.now, options);
     const model = createPrimaryDeviceModel(this.model.env, userId, this.now, options);
     this.adopt(name, impl, model);
@@ -282,16 +291,16 @@ export class TwinWorld {
 
   /** A lost primary resets its account (WP-LIFE-05). */
   resetAccount(name: string, userId: UserId, previousVersion: number): void {
-    const impl = resetPrimaryDevice(this.impl.env, userId, previousVersion, this.now);
-    const model = resetPrimaryDeviceModel(this.model.env, userId, previousVersion, this.now);
+    const impl = resetPrimaryDevice(this.impl.env, userId, previousVersion, this.now, this.options);
+    const model = resetPrimaryDeviceModel(this.model.env, userId, previousVersion, this.now, this.options);
     this.adopt(name, impl, model);
     this.run();
   }
 
   /** Links a new device to `primary`'s account by QR provisioning (WP-LIFE-03). */
   linkDevice(primary: string, name: string): void {
-    const impl = createProvisioningDevice(this.impl.env, this.now);
-    const model = createProvisioningDeviceModel(this.model.env, this.now);
+    const impl = createProvisioningDevice(this.impl.env, this.now, this.options);
+    const model = createProvisioningDeviceModel(this.model.env, this.now, this.options);
     this.adopt(name, impl, model);
     const codeDiff = firstDifference(canonical(impl.code), canonical(model.code), 'code');
     if (codeDiff !== null) throw new Error(`provisioning codes differ: ${codeDiff.field}`);

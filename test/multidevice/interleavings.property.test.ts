@@ -4,7 +4,8 @@
  * property's random stream), then a healing phase (a reliable network, resend timers, fetches
  * until quiet). Every message must then have reached every device of its recipient and every other
  * device of its sender (as a sync copy) exactly once, with the plaintext that was sent, and no
- * device may have shown anything twice (WP-XPORT-01, WP-XPORT-02, WP-SES-05).
+ * device may have shown anything twice (WP-XPORT-01, WP-XPORT-02, WP-SES-05), and no device may have
+ * reported a clone (WP-SES-20: the devices run the hardened default).
  *
  * numRuns: 15 by default, 100 with LOCKSTEP_FULL=1; a failure prints fast-check's seed and path.
  */
@@ -83,7 +84,7 @@ function heal(w: World): void {
 }
 
 describe('random interleavings with a lossy, duplicating network', () => {
-  it('after healing, every message reached every intended device exactly once [WP-XPORT-01] [WP-XPORT-02] [WP-SES-05]', () => {
+  it('after healing, every message reached every intended device exactly once, and no clone was reported [WP-XPORT-01] [WP-XPORT-02] [WP-SES-05] [WP-SES-20]', () => {
     fc.assert(
       fc.property(
         fc.integer({ min: 0, max: 1_000_000 }),
@@ -135,6 +136,11 @@ describe('random interleavings with a lossy, duplicating network', () => {
             expectNothingShownTwice(w, name);
             expect(
               (w.outputs.get(name) ?? []).filter((o) => o.kind === 'send-failed'),
+              name,
+            ).toEqual([]);
+            // WP-SES-20: loss, duplication and reordering are never evidence of a fork.
+            expect(
+              (w.outputs.get(name) ?? []).filter((o) => o.kind === 'clone-detected'),
               name,
             ).toEqual([]);
           }

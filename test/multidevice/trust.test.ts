@@ -11,6 +11,7 @@ import { createProvisioningDevice, preKeyUpload } from '../../impl/device.js';
 import { emptySesameState } from '../../impl/sesame.js';
 import { mailboxDepth, type ServerAccount, type ServerPreKeys } from '../../impl/server.js';
 import { generateKeyPair } from '../../spec/keys.js';
+import { HARDENED_OPTIONS } from '../../spec/security-mode.js';
 import {
   addContact,
   contactLinkOf,
@@ -174,7 +175,7 @@ function injectDevice(w: World, options: DeviceOptions): string {
 describe('a device injected by the server', () => {
   for (const mode of ['signed', 'server'] as const) {
     it(`${mode} mode: ${mode === 'signed' ? 'refuses to encrypt to it' : 'encrypts to it (the attack the signature prevents)'} [WP-TRUST-02]`, () => {
-      const options: DeviceOptions = { deviceListAuth: mode };
+      const options: DeviceOptions = { ...HARDENED_OPTIONS, deviceListAuth: mode };
       const w = createWorld(`inject-${mode}`);
       createUser(w, 'alice', 0, options);
       createUser(w, 'bob', 1, options);

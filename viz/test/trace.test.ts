@@ -293,6 +293,8 @@ describe('runs in the page', () => {
         bugs: run.bugs,
         scenario: null,
         swarmFaults: false,
+        adversary: 0,
+        mode: null,
         faultOverrides,
       });
       expect(canonicalJson(pageRunConfig(run))).toBe(canonicalJson(cli.config));

@@ -1,0 +1,159 @@
+/**
+ * The security oracles (simulator/oracles.ts) can fail: each is shown violated, by a planted bug,
+ * by a spec-mode attack, or (for the two that only an engine defect could break) by an engine
+ * wrapper that misbehaves on purpose. And they do not cry wolf: a run with a passive network
+ * attacker and nothing stolen has no leak and no violation.
+ */
+import { describe, expect, it } from 'vitest';
+import { nodeProvider } from '../spec/crypto/node.js';
+import type { BugName } from '../spec/bugs.js';
+import type { DeviceOutput } from '../impl/device.js';
+import { ORACLE_NAMES, type OracleName, type SecurityReport } from './api.js';
+import { attackConfig, attackScenario, runAttack, type AttackOptions } from './attacks.js';
+import { implEngineFactory, type DeviceEngine, type EngineFactory } from './engine.js';
+import { runSimulation } from './run.js';
+
+function scenarioReport(name: string, options: AttackOptions, factory?: EngineFactory): SecurityReport {
+  const scenario = attackScenario(name);
+  if (scenario === undefined) throw new Error(`no scenario ${name}`);
+  return runAttack(
+    scenario,
+    options,
+    factory === undefined ? { crypto: nodeProvider } : { crypto: nodeProvider, factory },
+  ).report;
+}
+
+function oracles(report: SecurityReport): Set<OracleName> {
+  return new Set(report.violations.map((v) => v.oracle));
+}
+
+/** An impl engine whose devices' outputs pass through `rewrite` (a defect planted in a test). */
+function rewritingFactory(
+  rewrite: (outputs: readonly DeviceOutput[], engine: DeviceEngine) => readonly DeviceOutput[],
+): EngineFactory {
+  const inner = implEngineFactory();
+  const wrap = (engine: DeviceEngine): DeviceEngine => ({
+    step: (input, now) => rewrite(engine.step(input, now), engine),
+    abstract: () => engine.abstract(),
+    lifecycle: () => engine.lifecycle(),
+    address: () => engine.address(),
+    hasWork: () => engine.hasWork(),
+    snapshot: () => engine.snapshot(),
+    restore: (s) => engine.restore(s),
+    modelStep: () => engine.modelStep(),
+  });
+  return {
+    name: 'impl',
+    createPrimary: (env, userId, now, options) => {
+      const c = inner.createPrimary(env, userId, now, options);
+      return { ...c, engine: wrap(c.engine) };
+    },
+    resetPrimary: (env, userId, version, now, options) => {
+      const c = inner.resetPrimary(env, userId, version, now, options);
+      return { ...c, engine: wrap(c.engine) };
+    },
+    createProvisioning: (env, now, options) => {
+      const c = inner.createProvisioning(env, now, options);
+      return { ...c, engine: wrap(c.engine) };
+    },
+    createServer: (env) => inner.createServer(env),
+  };
+}
+
+describe('security oracles can fail', () => {
+  const planted = (name: string, bug: BugName, oracle: OracleName): void => {
+    it(`${oracle}: holds on ${name}, violated with the planted bug ${bug}`, () => {
+      expect(oracles(scenarioReport(name, { mode: 'hardened' }))).not.toContain(oracle);
+      expect(oracles(scenarioReport(name, { mode: 'hardened', bugs: [bug] }))).toContain(oracle);
+    });
+  };
+  // A sending chain that never advances keeps the key of messages already sent (DR §6.1).
+  planted('forward-secrecy', 'reuse-message-key', 'forward-secrecy');
+  // A sender that keeps encrypting to a removed device hands its copies to whoever holds its keys.
+  planted('revoked-device', 'ignore-device-removal', 'post-revocation-secrecy');
+
+  const specAttack = (name: string, oracle: OracleName): void => {
+    it(`${oracle}: violated by the ${name} attack in spec mode, holds in hardened mode`, () => {
+      expect(oracles(scenarioReport(name, { mode: 'spec' }))).toContain(oracle);
+      expect(oracles(scenarioReport(name, { mode: 'hardened' }))).not.toContain(oracle);
+    });
+  };
+  specAttack('session-revival', 'post-compromise-security');
+  specAttack('session-revival', 'authentication');
+  specAttack('server-injected-device', 'confidentiality');
+  specAttack('server-injected-device', 'signed-devices-only');
+  specAttack('initial-replay', 'initial-replay');
+
+  it('clone-detection-sound: a device reporting a clone nobody ran is a violation', () => {
+    let planted = false;
+    const factory = rewritingFactory((outputs, engine) => {
+      const delivered = outputs.find((o) => o.kind === 'delivered');
+      if (
+        planted ||
+        delivered === undefined ||
+        delivered.kind !== 'delivered' ||
+        engine.address()?.userId !== 'u1'
+      )
+        return outputs;
+      planted = true;
+      const spurious = {
+        kind: 'clone-detected',
+        from: delivered.from,
+        evidence: 'planted in a test',
+      } as unknown as DeviceOutput;
+      return [...outputs, spurious];
+    });
+    const report = scenarioReport('post-compromise', { mode: 'hardened' }, factory);
+    expect(report.detections).toHaveLength(1);
+    expect(oracles(report)).toContain('clone-detection-sound');
+  });
+
+  it('device-list-visibility: encrypting to a device no device-list event showed is a violation', () => {
+    const factory = rewritingFactory((outputs, engine) =>
+      engine.address()?.userId === 'u1' ? outputs.filter((o) => o.kind !== 'device-list-changed') : outputs,
+    );
+    const report = scenarioReport('qr-phishing', { mode: 'hardened' }, factory);
+    expect(oracles(report)).toContain('device-list-visibility');
+  });
+
+  it('every oracle is shown violated above', () => {
+    // The list of this file's demonstrations; a new oracle must add one.
+    const shown: readonly OracleName[] = [
+      'confidentiality',
+      'forward-secrecy',
+      'post-compromise-security',
+      'post-revocation-secrecy',
+      'authentication',
+      'signed-devices-only',
+      'initial-replay',
+      'clone-detection-sound',
+      'device-list-visibility',
+    ];
+    expect([...shown].sort()).toEqual([...ORACLE_NAMES].sort());
+  });
+});
+
+describe('security oracles do not cry wolf', () => {
+  it('a passive network attacker that steals nothing decrypts nothing and every claim holds', () => {
+    const scenario = attackScenario('post-compromise');
+    if (scenario === undefined) throw new Error('no scenario');
+    for (const mode of ['spec', 'hardened'] as const) {
+      const config = {
+        ...attackConfig(scenario, { mode }),
+        adversary: { name: 'passive', steps: [], randomActions: 0 },
+      };
+      const report = runSimulation(config, { crypto: nodeProvider, schedule: scenario.schedule }).security;
+      expect(report, mode).not.toBeNull();
+      expect(report?.plaintexts, mode).toBe(scenario.schedule.length);
+      expect(report?.leaks, mode).toEqual([]);
+      expect(report?.violations, mode).toEqual([]);
+    }
+  });
+
+  it('an honest run has no security report at all', () => {
+    const scenario = attackScenario('post-compromise');
+    if (scenario === undefined) throw new Error('no scenario');
+    const { adversary: _adversary, ...honest } = attackConfig(scenario, { mode: 'hardened' });
+    expect(runSimulation(honest, { crypto: nodeProvider, schedule: scenario.schedule }).security).toBeNull();
+  });
+});
