@@ -6,4 +6,4 @@
  */
 
 /** The behaviour hash of this build's protocol sources. */
-export const BEHAVIOUR_HASH = 'c6c6bd84da07645c8d86ea0e2c1ce4d2028130f9457db53807f17285af51635b';
+export const BEHAVIOUR_HASH = '901cf23c6cf1c486e548b676798a52600efd2911ad93f2e9a14b817f50bb537f';
