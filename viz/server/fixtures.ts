@@ -8,6 +8,8 @@
  * - `default`: `lockstep sim --seed 1 --preset default --engine impl` (a link, a revocation, a
  *   reinstall, faults of every kind);
  * - `bug-ignore-device-removal`: the same with a planted bug that the revocation invariant catches;
+ * - `attack-session-revival`: `lockstep attack session-revival --mode spec` — the CJN23 Sesame
+ *   session revival succeeding, with the attacker, its clone of u0/1 and the oracles' findings;
  * - `peak-day-small`: the `peak-day` preset scaled down to 20 users and 150 messages (a summary
  *   trace: hourly counters), made through the library because the CLI has no workload flags;
  * - {@link tileTrace}: a large trace for the performance test, made by repeating a real trace.
@@ -31,7 +33,9 @@ export const FIXTURES_DIR = path.join(ROOT, 'viz', 'fixtures');
 export interface CliFixture {
   readonly name: string;
   readonly description: string;
-  /** Arguments of `lockstep sim` (without `--out`). */
+  /** The `lockstep` command that makes it; `sim` when absent. */
+  readonly command?: 'sim' | 'attack';
+  /** Arguments of the command (without `--out`). */
   readonly args: readonly string[];
 }
 
@@ -51,6 +55,13 @@ export const CLI_FIXTURES: readonly CliFixture[] = [
     name: 'bug-ignore-device-removal',
     description: 'default preset, seed 1, with a planted bug: a sender keeps encrypting to a revoked device',
     args: ['--seed', '1', '--preset', 'default', '--engine', 'impl', '--bug', 'ignore-device-removal'],
+  },
+  {
+    name: 'attack-session-revival',
+    description:
+      'lockstep attack session-revival in spec mode: a stolen state, a clone and a revived old session (attacker lane)',
+    command: 'attack',
+    args: ['session-revival', '--mode', 'spec', '--seed', '1'],
   },
 ];
 
@@ -79,9 +90,10 @@ export function runCli(args: readonly string[]): Promise<CliRun> {
 
 /** Makes a CLI example at `out` (a failing run, exit status 1, is expected for a planted bug). */
 export async function makeCliFixture(fixture: CliFixture, out: string): Promise<CliRun> {
-  const run = await runCli(['sim', ...fixture.args, '--out', out]);
+  const command = fixture.command ?? 'sim';
+  const run = await runCli([command, ...fixture.args, '--out', out]);
   if (run.code !== 0 && run.code !== 1) {
-    throw new Error(`lockstep sim ${fixture.args.join(' ')} failed (${run.code}): ${run.stderr}`);
+    throw new Error(`lockstep ${command} ${fixture.args.join(' ')} failed (${run.code}): ${run.stderr}`);
   }
   return run;
 }
@@ -148,7 +160,9 @@ async function main(): Promise<void> {
   const index: { name: string; description: string; file: string }[] = [];
   for (const fixture of CLI_FIXTURES) {
     const file = `${fixture.name}.ndjson`;
-    process.stdout.write(`lockstep sim ${fixture.args.join(' ')} → viz/fixtures/${file}\n`);
+    process.stdout.write(
+      `lockstep ${fixture.command ?? 'sim'} ${fixture.args.join(' ')} → viz/fixtures/${file}\n`,
+    );
     await makeCliFixture(fixture, path.join(FIXTURES_DIR, file));
     index.push({ name: fixture.name, description: fixture.description, file });
   }

@@ -22,9 +22,11 @@ import {
 } from './trace/machine.js';
 import { buildMessages, type MessageIndex } from './trace/messages.js';
 import {
+  ATTACKER_LANE,
   TraceFormatError,
   formatTicks,
   isPlainRecord,
+  laneOf,
   modelStepOf,
   parseTraceAsync,
   type TraceModel,
@@ -849,6 +851,15 @@ export class App {
         model.summaryMode
           ? 'A summary trace has no per-device state.'
           : 'Select a lane to see its statechart.',
+      );
+      this.sessionChart.empty('');
+      return;
+    }
+    if (laneOf(node)?.kind === 'attacker' || laneOf(node)?.clone === true) {
+      this.deviceChart.empty(
+        node === ATTACKER_LANE
+          ? 'The attacker runs no protocol machine: its actions and what the oracles found are in the inspector.'
+          : 'A clone runs a stolen copy of a device outside the simulator’s machines: its steps carry no machine state.',
       );
       this.sessionChart.empty('');
       return;

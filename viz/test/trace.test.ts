@@ -23,7 +23,8 @@ import {
   recordedPosition,
 } from '../src/trace/machine.js';
 import { buildMessages } from '../src/trace/messages.js';
-import { modelStepOf, parseTrace, type TraceModel } from '../src/trace/model.js';
+import { compareLanes, laneOf, modelStepOf, parseTrace, type TraceModel } from '../src/trace/model.js';
+import { TRACE_FORMAT_VERSION } from '../../simulator/trace.js';
 import { cliCommand, decodeRun, encodeRun, pageRunConfig, type PageRun } from '../src/trace/run-config.js';
 import { SHIVIZ_REGEX, shivizLog } from '../src/trace/shiviz.js';
 import { StateIndex } from '../src/trace/state.js';
@@ -97,6 +98,21 @@ describe('trace model', () => {
     expect(() => parseTrace('{"type":"header","format":"other"}\n')).toThrow(/not a Lockstep trace header/);
     const header = JSON.parse(bothRun.lines[0] ?? '{}') as Record<string, unknown>;
     expect(() => parseTrace(`${JSON.stringify({ ...header, formatVersion: 99 })}\n`)).toThrow(/version 99/);
+    expect(() => parseTrace(`${JSON.stringify({ ...header, formatVersion: 0 })}\n`)).toThrow(/version 0/);
+    // Every earlier version still opens (their events are a subset of the current format's).
+    for (let version = 1; version < TRACE_FORMAT_VERSION; version++)
+      expect(parseTrace(`${JSON.stringify({ ...header, formatVersion: version })}\n`).events).toEqual([]);
+  });
+
+  it("gives the attacker and a device's clone lanes of their own, the attacker last", () => {
+    const lanes = ['attacker', 'u1/1', 'u0/1c', 'server', 'u0/1', 'u0/2r'].map((n) => laneOf(n));
+    expect(lanes.map((l) => l?.kind)).toEqual(['attacker', 'device', 'device', 'server', 'device', 'device']);
+    expect(lanes[2]?.clone).toBe(true);
+    expect(lanes[4]?.clone).toBeUndefined();
+    const sorted = lanes.flatMap((l) => (l === null ? [] : [l])).sort(compareLanes);
+    expect(sorted.map((l) => l.node)).toEqual(['server', 'u0/1', 'u0/1c', 'u0/2r', 'u1/1', 'attacker']);
+    expect(laneOf('oracle')).toBeNull();
+    expect(laneOf('checker')).toBeNull();
   });
 });
 

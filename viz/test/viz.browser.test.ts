@@ -113,10 +113,11 @@ describe.skipIf(!mode.run)('viz in a browser', () => {
   let browser: Browser;
   let context: BrowserContext;
   let page: Page;
-  const traces: Record<'smoke' | 'default' | 'bug' | 'peak' | 'large', Trace | null> = {
+  const traces: Record<'smoke' | 'default' | 'bug' | 'attack' | 'peak' | 'large', Trace | null> = {
     smoke: null,
     default: null,
     bug: null,
+    attack: null,
     peak: null,
     large: null,
   };
@@ -133,13 +134,19 @@ describe.skipIf(!mode.run)('viz in a browser', () => {
     dir = mkdtempSync(path.join(tmpdir(), 'lockstep-viz-'));
     dist = path.join(dir, 'dist');
     mkdirSync(SCREENSHOTS, { recursive: true });
-    const [smokeSpec, defaultSpec, bugSpec] = CLI_FIXTURES;
-    if (smokeSpec === undefined || defaultSpec === undefined || bugSpec === undefined)
+    const [smokeSpec, defaultSpec, bugSpec, attackSpec] = CLI_FIXTURES;
+    if (
+      smokeSpec === undefined ||
+      defaultSpec === undefined ||
+      bugSpec === undefined ||
+      attackSpec === undefined
+    )
       throw new Error('fixtures missing');
     const files = {
       smoke: path.join(dir, 'smoke.ndjson'),
       default: path.join(dir, 'default.ndjson'),
       bug: path.join(dir, 'bug.ndjson'),
+      attack: path.join(dir, 'attack.ndjson'),
       peak: path.join(dir, 'peak.ndjson'),
       large: path.join(dir, 'large.ndjson'),
     };
@@ -148,12 +155,14 @@ describe.skipIf(!mode.run)('viz in a browser', () => {
       makeCliFixture(smokeSpec, files.smoke),
       makeCliFixture(defaultSpec, files.default),
       makeCliFixture(bugSpec, files.bug),
+      makeCliFixture(attackSpec, files.attack),
     ]);
     writeFileSync(files.peak, traceText(peakDaySmall()));
     await Promise.all([cli, buildViz(dist)]);
     traces.smoke = readTrace(files.smoke);
     traces.default = readTrace(files.default);
     traces.bug = readTrace(files.bug);
+    traces.attack = readTrace(files.attack);
     traces.peak = readTrace(files.peak);
     const large = tileTrace(traces.default.lines, LARGE_EVENTS);
     writeFileSync(files.large, traceText(large));
@@ -437,6 +446,47 @@ describe.skipIf(!mode.run)('viz in a browser', () => {
       (e, i) => i > check && (e.kind === 'fault' || (e.kind === 'net' && e.data.action === 'tamper')),
     );
     expect(await cursor()).toBe(fault);
+  });
+
+  it("shows an attack run: the attacker's lane, the clone's lane and the oracles' violations", async () => {
+    const run = trace('attack');
+    const violations = run.events.filter((e) => e.kind === 'security-violation');
+    // The forgery the revived session accepted also fails the checker's plaintext-integrity check.
+    const first = run.events.findIndex((e) => e.kind === 'security-violation' || e.kind === 'check');
+    expect(violations.length).toBeGreaterThan(0);
+    await open('?trace=/t/attack.ndjson', { chart: false });
+    // The run opens at the first thing that went wrong; `c` then walks to the oracles' findings.
+    expect(await cursor()).toBe(first);
+    await page.keyboard.press('c');
+    expect(await cursor()).toBe(run.events.findIndex((e) => e.kind === 'security-violation'));
+    const heads = await page
+      .locator('.st-lane-head')
+      .evaluateAll((nodes) => nodes.map((n) => (n as HTMLElement).dataset.lane ?? ''));
+    const devices = new Set(run.events.map((e) => e.node).filter((n) => /^u\d+\/\d+r*c?$/.test(n)));
+    expect(heads).toEqual(['server', ...[...devices].sort(), 'attacker']);
+    expect(heads).toContain('u0/1c');
+    await page.click('.st-lane-head[data-lane="attacker"] .lane-name');
+    await page.waitForSelector('[data-testid=attacker]');
+    expect(await page.textContent('[data-testid=device-chart]')).toContain(
+      'attacker runs no protocol machine',
+    );
+    const shown = await page.locator('[data-testid=violation]').allTextContents();
+    expect(shown).toEqual(
+      violations.map((e) => expect.stringContaining(`${String(e.data.oracle)}: ${String(e.data.message)}`)),
+    );
+    // Every attacker action up to the cursor is listed.
+    const actions = run.events.filter((e, i) => e.node === 'attacker' && i <= first).length;
+    expect(await page.locator('.attacker-actions li').count()).toBe(actions);
+    // The clone's requests are drawn as arrows to the server like any device's.
+    const svg = await download('export-svg-all');
+    expect(svg).toContain('data-lane="u0/1c"');
+    const cloneRequests = run.events.filter(
+      (e) => e.kind === 'request' && e.node === 'server' && e.data.from === 'u0/1c',
+    ).length;
+    expect(cloneRequests).toBeGreaterThan(0);
+    const drawn = [...svg.matchAll(/<g class="msg msg-request msg-delivered[^"]*"[^>]*data-from="u0\/1c"/g)];
+    expect(drawn).toHaveLength(cloneRequests);
+    await shot('attack');
   });
 
   it('hides and restores lanes, keeping the filter in the URL', async () => {

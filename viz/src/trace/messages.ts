@@ -187,7 +187,7 @@ export function buildMessages(model: TraceModel): MessageIndex {
         counts[own] = event.index;
       }
     }
-    if (event.kind === 'step') handleStep(event);
+    if (event.kind === 'step' || event.kind === 'attacker-step') handleStep(event);
     else if (event.kind === 'request' && event.node === 'server') handleServer(event);
     else if (event.kind === 'net') handleNet(event);
     lastClock.set(event.node, event.vc);

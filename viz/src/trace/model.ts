@@ -28,8 +28,8 @@ export interface VizEvent {
   readonly changedParts: readonly string[];
 }
 
-/** What a lane stands for. */
-export type LaneKind = 'server' | 'device';
+/** What a lane stands for: the server, a device install (a clone included), or the attacker. */
+export type LaneKind = 'server' | 'device' | 'attacker';
 
 /** One lane of the space-time diagram. */
 export interface Lane {
@@ -41,6 +41,8 @@ export interface Lane {
   readonly device: number | null;
   /** Reinstall generation: 0 for the first install, 1 for `u0/2r`, … */
   readonly generation: number;
+  /** An attacker-run copy of a device (`u0/1c`): its steps are `attacker-step` events. */
+  readonly clone?: boolean;
 }
 
 /** A parsed trace. */
@@ -49,13 +51,13 @@ export interface TraceModel {
   /** The raw event lines (header excluded), for re-reading deltas. */
   readonly lines: readonly string[];
   readonly events: readonly VizEvent[];
-  /** Server first, then devices by user, device number and generation. */
+  /** Server first, then devices by user, device number and generation, then the attacker. */
   readonly lanes: readonly Lane[];
   /** Event indexes per node, ascending. */
   readonly byNode: ReadonlyMap<string, readonly number[]>;
   /** Indexes of `fault` events and `net` tamper events, ascending. */
   readonly faults: readonly number[];
-  /** Indexes of `check` events (failed properties), ascending. */
+  /** Indexes of `check` events (failed properties) and `security-violation` events, ascending. */
   readonly checks: readonly number[];
   /** True for a summary-mode trace (peak-day): no per-event state, hourly `summary` events. */
   readonly summaryMode: boolean;
@@ -68,11 +70,19 @@ export class TraceFormatError extends Error {
   override readonly name = 'TraceFormatError';
 }
 
-const DEVICE_NODE = /^(u\d+)\/(\d+)(r*)$/;
+const DEVICE_NODE = /^(u\d+)\/(\d+)(r*)(c?)$/;
 
-/** The lane a node name stands for, or null for `net`, `sim`, `checker`. */
+/**
+ * The node of the attacker's lane. Adversarial runs (simulator/adversary.ts, `lockstep attack`)
+ * record the attacker's actions on it; the security oracles' findings (node `oracle`) are drawn
+ * on it too, so the attacker's knowledge has one lane.
+ */
+export const ATTACKER_LANE = 'attacker';
+
+/** The lane a node name stands for, or null for `net`, `sim`, `checker`, `oracle`. */
 export function laneOf(node: string): Lane | null {
   if (node === 'server') return { node, kind: 'server', user: null, device: null, generation: 0 };
+  if (node === ATTACKER_LANE) return { node, kind: 'attacker', user: null, device: null, generation: 0 };
   const match = DEVICE_NODE.exec(node);
   if (match === null) return null;
   return {
@@ -81,15 +91,26 @@ export function laneOf(node: string): Lane | null {
     user: match[1] ?? '',
     device: Number(match[2]),
     generation: (match[3] ?? '').length,
+    ...(match[4] === 'c' ? { clone: true } : {}),
   };
 }
 
-/** Lane order: the server, then devices by user number, device number and generation. */
+const LANE_RANK: Readonly<Record<LaneKind, number>> = { server: 0, device: 1, attacker: 2 };
+
+/**
+ * Lane order: the server, then devices by user number, device number and generation (a clone
+ * right after the device it copies), then the attacker.
+ */
 export function compareLanes(a: Lane, b: Lane): number {
-  if (a.kind !== b.kind) return a.kind === 'server' ? -1 : 1;
+  if (a.kind !== b.kind) return LANE_RANK[a.kind] - LANE_RANK[b.kind];
   const userA = Number((a.user ?? 'u0').slice(1));
   const userB = Number((b.user ?? 'u0').slice(1));
-  return userA - userB || (a.device ?? 0) - (b.device ?? 0) || a.generation - b.generation;
+  return (
+    userA - userB ||
+    (a.device ?? 0) - (b.device ?? 0) ||
+    a.generation - b.generation ||
+    Number(a.clone === true) - Number(b.clone === true)
+  );
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {
@@ -115,7 +136,13 @@ export function parseHeader(line: string | undefined): TraceHeader {
   if (!isRecord(value) || value.type !== 'header' || value.format !== 'lockstep-trace') {
     throw new TraceFormatError('line 1 is not a Lockstep trace header (format "lockstep-trace")');
   }
-  if (value.formatVersion !== 1 && value.formatVersion !== TRACE_FORMAT_VERSION) {
+  const version = value.formatVersion;
+  if (
+    typeof version !== 'number' ||
+    !Number.isInteger(version) ||
+    version < 1 ||
+    version > TRACE_FORMAT_VERSION
+  ) {
     throw new TraceFormatError(
       `trace format version ${String(value.formatVersion)} is not supported (this viewer reads versions 1 to ${TRACE_FORMAT_VERSION})`,
     );
@@ -177,9 +204,20 @@ function assemble(
     list.push(event.index);
     if (event.kind === 'fault' || (event.kind === 'net' && event.data.action === 'tamper'))
       faults.push(event.index);
-    if (event.kind === 'check' || event.kind === 'divergence' || event.kind === 'not-converged') {
+    if (event.kind === 'attack') faults.push(event.index);
+    if (
+      event.kind === 'check' ||
+      event.kind === 'divergence' ||
+      event.kind === 'not-converged' ||
+      event.kind === 'security-violation'
+    ) {
       checks.push(event.index);
     }
+  }
+  // The oracle's findings are the attacker's knowledge: they go on the attacker's lane.
+  if (!lanes.has(ATTACKER_LANE) && byNode.has('oracle')) {
+    const attacker = laneOf(ATTACKER_LANE);
+    if (attacker !== null) lanes.set(ATTACKER_LANE, attacker);
   }
   // A trace always has a server; summary traces name it only in faults, so add it when missing.
   if (!lanes.has('server'))

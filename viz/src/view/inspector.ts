@@ -7,10 +7,10 @@
  * changed are marked.
  * @module
  */
-import { formatTicks, isPlainRecord, type TraceModel, type VizEvent } from '../trace/model.js';
+import { ATTACKER_LANE, formatTicks, isPlainRecord, type TraceModel, type VizEvent } from '../trace/model.js';
 import type { Parts, StateAt } from '../trace/state.js';
 import { clear, el } from './dom.js';
-import { fieldRows } from './spacetime.js';
+import { attackText, fieldRows } from './spacetime.js';
 
 /** What the inspector reports to the app. */
 export interface InspectorCallbacks {
@@ -147,6 +147,10 @@ export class InspectorView {
     }
     this.root.dataset.node = node;
     this.root.dataset.stateEvent = String(state.event);
+    if (node === ATTACKER_LANE) {
+      this.body.append(attackerSection(model, cursor?.index ?? -1));
+      return;
+    }
     const at = model.events[state.event];
     const head = el('div', { class: 'insp-head' });
     head.append(
@@ -511,4 +515,61 @@ function comparePeers(a: string, b: string): number {
     if (d !== 0) return d;
   }
   return a.localeCompare(b);
+}
+
+/**
+ * What the attacker holds and has done up to the cursor (its `attack` events), and what the security
+ * oracles found it could read or forge in the whole run (they decide with the attacker's final
+ * knowledge, so their findings are listed whatever the cursor).
+ */
+function attackerSection(model: TraceModel, cursor: number): HTMLElement {
+  const body = el('div', { class: 'insp-attacker', 'data-testid': 'attacker' });
+  const actions = (model.byNode.get(ATTACKER_LANE) ?? []).filter((i) => i <= cursor);
+  const list = el('ol', { class: 'attacker-actions' });
+  for (const index of actions) {
+    const event = model.events[index];
+    if (event === undefined) continue;
+    list.append(
+      el(
+        'li',
+        { 'data-event': String(index) },
+        `#${index + 1} ${formatTicks(event.t)} — ${attackText(event)}`,
+      ),
+    );
+  }
+  body.append(
+    actions.length === 0
+      ? el('p', { class: 'muted' }, 'The attacker has done nothing yet at the cursor.')
+      : list,
+  );
+  const findings = model.byNode.get('oracle') ?? [];
+  const violations = el('ul', { class: 'attacker-findings' });
+  let summary: string | null = null;
+  for (const index of findings) {
+    const event = model.events[index];
+    if (event === undefined) continue;
+    if (event.kind === 'security') summary = attackText(event);
+    else {
+      const at = typeof event.data.at === 'number' ? ` (at ${formatTicks(event.data.at)})` : '';
+      violations.append(
+        el(
+          'li',
+          { 'data-event': String(index), 'data-testid': 'violation' },
+          `${String(event.data.oracle)}: ${String(event.data.message)}${at}`,
+        ),
+      );
+    }
+  }
+  body.append(el('h4', {}, 'Security oracles (whole run)'));
+  if (summary !== null) body.append(el('p', {}, summary));
+  body.append(
+    violations.childElementCount === 0
+      ? el(
+          'p',
+          { class: 'muted' },
+          findings.length === 0 ? 'No oracle results in this trace.' : 'No violation: every claim held.',
+        )
+      : violations,
+  );
+  return section('Attacker', body);
 }

@@ -11,6 +11,7 @@
  */
 import type { Message, MessageIndex } from '../trace/messages.js';
 import {
+  ATTACKER_LANE,
   formatTicks,
   formatTicksShort,
   laneOf,
@@ -71,6 +72,7 @@ export const COLOURS = {
   lifecycle: '#16a34a',
   revoked: '#111827',
   op: '#9333ea',
+  attacker: '#be123c',
   cursor: '#fef3c7',
   cursorLine: '#f59e0b',
 } as const;
@@ -87,6 +89,7 @@ export function topicOf(message: Message): string {
 export function laneOfEvent(event: VizEvent): string | null | undefined {
   if (event.kind === 'net') return undefined;
   if (laneOf(event.node) !== null) return event.node;
+  if (event.node === 'oracle') return ATTACKER_LANE;
   if (event.kind === 'op' && typeof event.data.device === 'string') return event.data.device;
   return null;
 }
@@ -391,7 +394,11 @@ export class SpaceTimeView {
         title:
           lane.kind === 'server'
             ? 'the server (click: its statechart and state)'
-            : `${lane.node}: device ${lane.device ?? '?'} of ${lane.user ?? '?'}${lane.device === 1 ? ' (primary)' : ''}${lane.generation > 0 ? `, reinstall ${lane.generation}` : ''} — click to inspect`,
+            : lane.kind === 'attacker'
+              ? 'the attacker: its actions (compromise, clone, tamper, inject, forge) and what the security oracles found it can read or forge'
+              : lane.clone === true
+                ? `${lane.node}: the attacker's clone of ${lane.node.slice(0, -1)}, run from a stolen state`
+                : `${lane.node}: device ${lane.device ?? '?'} of ${lane.user ?? '?'}${lane.device === 1 ? ' (primary)' : ''}${lane.generation > 0 ? `, reinstall ${lane.generation}` : ''} — click to inspect`,
       });
       head.style.width = `${this.laneWidth}px`;
       const name = el('button', { class: 'lane-name', type: 'button' }, lane.node);
@@ -410,11 +417,15 @@ export class SpaceTimeView {
       const role =
         lane.kind === 'server'
           ? 'server'
-          : lane.device === 1 && lane.generation === 0
-            ? 'primary'
-            : lane.generation > 0
-              ? 'reinstall'
-              : 'linked';
+          : lane.kind === 'attacker'
+            ? 'adversary'
+            : lane.clone === true
+              ? 'clone'
+              : lane.device === 1 && lane.generation === 0
+                ? 'primary'
+                : lane.generation > 0
+                  ? 'reinstall'
+                  : 'linked';
       head.append(name, hide, el('span', { class: 'lane-role' }, role));
       inner.append(head);
     }
@@ -496,14 +507,16 @@ export class SpaceTimeView {
           ? '#eff6ff'
           : lane.kind === 'server'
             ? '#f1f5f9'
-            : user % 2 === 0
-              ? '#ffffff'
-              : '#f8fafc';
+            : lane.kind === 'attacker' || lane.clone === true
+              ? '#fff1f2'
+              : user % 2 === 0
+                ? '#ffffff'
+                : '#f8fafc';
       p.rect(x, top, lw, bottom - top, { fill: tint, cls: 'lane-bg' });
       p.begin('lane', { 'data-lane': lane.node });
       p.line(this.laneX(column), top, this.laneX(column), bottom, {
-        stroke: lane.kind === 'server' ? '#64748b' : '#cbd5e1',
-        width: lane.kind === 'server' ? 2 : 1,
+        stroke: lane.kind === 'server' ? '#64748b' : lane.kind === 'attacker' ? COLOURS.attacker : '#cbd5e1',
+        width: lane.kind === 'device' ? 1 : 2,
         cls: 'lane-line',
       });
       p.end();
@@ -654,6 +667,18 @@ export class SpaceTimeView {
           COLOURS.op,
         );
         break;
+      case 'adversary':
+      case 'attack':
+      case 'security': {
+        // The attacker's actions and the oracle's summary: a red square.
+        p.rect(x - r - 1, y - r - 1, 2 * r + 2, 2 * r + 2, { fill: COLOURS.attacker });
+        label(attackText(event), COLOURS.attacker);
+        break;
+      }
+      case 'security-violation':
+        p.circle(x, y, r + 2, { fill: COLOURS.check, stroke: '#7f1d1d', width: 1.5 });
+        label(`✗ ${String(event.data.oracle)}: ${String(event.data.message)}`, COLOURS.check);
+        break;
       case 'divergence':
         p.circle(x, y, r + 2, { fill: COLOURS.check });
         label(`divergence: ${String(event.data.field)}`, COLOURS.check);
@@ -715,7 +740,12 @@ export class SpaceTimeView {
       y2 = y1 + rh * 0.6;
     }
     const cls = `msg msg-${m.kind} msg-${m.fate}${m.duplicate ? ' msg-duplicate' : ''}${m.delayed ? ' msg-delayed' : ''}${m.tamper !== null ? ' msg-tampered' : ''}`;
-    p.begin(cls, { 'data-message': String(m.id), 'data-topic': topicOf(m) });
+    p.begin(cls, {
+      'data-message': String(m.id),
+      'data-topic': topicOf(m),
+      'data-from': m.from,
+      'data-to': m.to,
+    });
     const width = strong ? 2.6 : m.kind === 'push' ? 1 : 1.3;
     p.line(x1, y1, x2, y2, {
       stroke: colour,
@@ -889,6 +919,20 @@ function hasError(event: VizEvent): boolean {
     response !== null &&
     (response as Record<string, unknown>).kind === 'error'
   );
+}
+
+/** A short label for an attacker or oracle event. */
+export function attackText(event: VizEvent): string {
+  const d = event.data;
+  if (event.kind === 'adversary')
+    return `adversary: ${String(d.plan ?? 'random')} (${String(d.steps ?? 0)} steps)`;
+  if (event.kind === 'security') {
+    return `oracles: ${String(d.violations ?? 0)} violation(s), ${String(d.leakedPlaintexts ?? 0)} of ${String(d.plaintexts ?? 0)} plaintexts readable`;
+  }
+  const on = [d.device, d.from === undefined ? undefined : `${String(d.from)}→${String(d.to)}`, d.of]
+    .filter((part) => typeof part === 'string')
+    .join(' ');
+  return `${String(d.op ?? event.kind)}${on === '' ? '' : ` ${on}`}`;
 }
 
 function phaseText(event: VizEvent): string {
