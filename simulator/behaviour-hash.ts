@@ -6,4 +6,4 @@
  */
 
 /** The behaviour hash of this build's protocol sources. */
-export const BEHAVIOUR_HASH = 'c6c6bd84da07645c8d86ea0e2c1ce4d2028130f9457db53807f17285af51635b';
+export const BEHAVIOUR_HASH = '1e5628d23066a1f6e6f4d58157bee1a419659f59d9f2b22734a054da9cb03c55';
