@@ -1,6 +1,6 @@
 /**
- * The session machine's own plain data (WHITEPAPER.md §5 "Double Ratchet", §6 "Session records",
- * §4 "PQXDH"): sessions, session records and the responder's prekey store, as the model keeps them
+ * The session machine's own plain data (WHITEPAPER.md §6.3 "Double Ratchet", §6.4 "Session
+ * records", §6.2 "PQXDH"): sessions, session records and the responder's prekey store, as the model keeps them
  * in its machine context. model/ never imports impl/, so these types are written here a second
  * time on purpose (ARCHITECTURE.md, "Why impl/ and model/ never import each other"); only the
  * vocabulary (key pairs, bundles, parsed messages) comes from spec/.

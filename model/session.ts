@@ -1,7 +1,7 @@
 /**
  * The session machine: one device's session record for ONE peer device, with the local keys it
- * needs, as an explicit XState v5 machine (WHITEPAPER.md §4 "PQXDH", §5 "Double Ratchet",
- * §6 "Session records"; rules WP-PQXDH-01..12, WP-DR-02..12, WP-REC-01..05, WP-KEYS-01..05,
+ * needs, as an explicit XState v5 machine (WHITEPAPER.md §6.2 "PQXDH", §6.3 "Double Ratchet",
+ * §6.4 "Session records"; rules WP-PQXDH-01..12, WP-DR-02..12, WP-REC-01..05, WP-KEYS-01..05,
  * WP-WIRE-01..07 through spec/wire.ts). External references: Signal *PQXDH* rev 3 §3, Signal
  * *The Double Ratchet Algorithm* rev 1 §3.4–3.5, and libsignal 0.90's session cipher, whose
  * behaviour (check order, caps that drop the oldest entry, the record search) the machine follows.

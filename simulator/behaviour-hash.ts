@@ -6,4 +6,4 @@
  */
 
 /** The behaviour hash of this build's protocol sources. */
-export const BEHAVIOUR_HASH = '901cf23c6cf1c486e548b676798a52600efd2911ad93f2e9a14b817f50bb537f';
+export const BEHAVIOUR_HASH = '7b4714e7615037e8008278538039593f785ea5a547347dc16c2b9d4a856f1fb0';

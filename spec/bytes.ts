@@ -3,7 +3,7 @@
  *
  * Protocol code handles `Uint8Array` only (never `Buffer`, never hex); hex lives in the codecs at
  * the edges (`spec/hex.ts`). JavaScript cannot promise constant time; `equalBytes` avoids the
- * data-dependent early exit, which is the part we control (see WHITEPAPER.md, "Limits of JavaScript").
+ * data-dependent early exit, which is the part we control (see WHITEPAPER.md, "What JavaScript cannot guarantee").
  * @module
  */
 

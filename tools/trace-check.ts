@@ -13,14 +13,35 @@
  * | vectors   | any .json file under vectors/: IDs listed in a `rules` array       |
  * | simulator | simulator/ (not tests): properties and invariants                  |
  *
+ * followed by two coverage lists, which it also prints: the rules no model/ code cites (split into
+ * those only an impl/ codec enforces and those that live in spec/ alone, shared by both engines),
+ * and the rules that no simulator property names (the `rules` of `PROPERTIES` in
+ * simulator/invariants.ts).
+ *
+ * It also reads the security claims table of WHITEPAPER.md (between `<!-- claims:begin -->` and
+ * `<!-- claims:end -->`) and checks every evidence item of every claim (`<br>`-separated in the
+ * `evidence` column):
+ *
+ * | item                                  | must hold                                                       |
+ * | ------------------------------------- | --------------------------------------------------------------- |
+ * | `[path](path) › \`text\``             | a test file with an `it`/`test`/`describe` title containing text, or a vectors/ JSON file with a vector of that `id` |
+ * | `[path](path)`                        | the file exists                                                 |
+ * | `SIM \`name\``                         | a property of `PROPERTIES` in simulator/invariants.ts           |
+ * | `attack \`name\``                      | a scenario of `ATTACKS` in simulator/attacks.ts                 |
+ * | `[TAG]`                               | a reference of the table between `<!-- references:begin/end -->` |
+ *
+ * `SIM`, `attack` and `[TAG]` mentions in the other columns of the table are checked the same way.
+ *
  * It fails on:
- * - an ID cited anywhere (source, tests, vectors, Markdown) that WHITEPAPER.md does not define
- *   (IDs in WHITEPAPER.md outside the rule list are ignored; inside it they must be defined);
+ * - an ID cited anywhere (source, tests, vectors, Markdown, WHITEPAPER.md itself) that WHITEPAPER.md
+ *   does not define;
  * - a rule defined twice, or no rule list at all;
  * - a defined rule that no test cites;
  * - a relative link in WHITEPAPER.md (`[text](path)`, `[text](path#L10-L20)`, a bare
  *   `(path#L10)`, a reference definition `[id]: path`, or an `evidence: path` line) whose target
  *   file does not exist or is shorter than the line it points at;
+ * - no claims table, a claim defined twice, a claim without evidence, an evidence item of no known
+ *   form, or one that points at nothing (above);
  * - with `--check`: a committed docs/traceability.md that differs from the regenerated one.
  *
  * Usage: `npm run trace:check` (writes the table) or `npm run trace:check -- --check` (CI).
@@ -29,6 +50,7 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import ts from 'typescript';
 
 /** A normative rule as defined in WHITEPAPER.md. */
 export interface RuleDefinition {
@@ -51,10 +73,21 @@ export interface Citation {
   readonly column: TraceColumn | null;
 }
 
-/** What {@link traceCheck} returns: the generated Markdown and every failure found. */
+/** Rules the coverage lists name (sorted as the whitepaper defines them). */
+export interface CoverageGaps {
+  /** Rules no model/ source cites, that an impl/ source does (a codec only impl/ has). */
+  readonly noModelImplOnly: readonly string[];
+  /** Rules no model/ or impl/ source cites: they live in spec/ alone, shared by both engines. */
+  readonly noModelSpecOnly: readonly string[];
+  /** Rules that no simulator property names. */
+  readonly noSimulatorProperty: readonly string[];
+}
+
+/** What {@link traceCheck} returns: the generated Markdown, every failure found, and the gaps. */
 export interface TraceResult {
   readonly table: string;
   readonly errors: string[];
+  readonly gaps: CoverageGaps;
 }
 
 /** Where the table is written, relative to the repository root. */
@@ -62,6 +95,13 @@ export const TRACEABILITY_PATH = 'docs/traceability.md';
 const WHITEPAPER = 'WHITEPAPER.md';
 const RULES_BEGIN = '<!-- rules:begin -->';
 const RULES_END = '<!-- rules:end -->';
+const CLAIMS_BEGIN = '<!-- claims:begin -->';
+const CLAIMS_END = '<!-- claims:end -->';
+const REFERENCES_BEGIN = '<!-- references:begin -->';
+const REFERENCES_END = '<!-- references:end -->';
+/** Where the simulator's properties and the attack scenarios are declared. */
+const PROPERTIES_FILE = 'simulator/invariants.ts';
+const ATTACKS_FILE = 'simulator/attacks.ts';
 
 const COLUMNS: readonly TraceColumn[] = ['spec', 'impl', 'model', 'tests', 'vectors', 'simulator'];
 const ID_PATTERN = /\bWP-[A-Z]+-[0-9]+\b/g;
@@ -234,6 +274,277 @@ function checkWhitepaperLinks(rootDir: string, text: string): string[] {
   return errors;
 }
 
+/** One row of the claims table. */
+export interface ClaimRow {
+  readonly id: string;
+  /** 1-based line in WHITEPAPER.md. */
+  readonly line: number;
+  /** The cells by lower-case column name. */
+  readonly cells: Readonly<Record<string, string>>;
+}
+
+/** The claims table (empty with an error when the markers or the evidence column are missing). */
+export function parseClaims(text: string): { readonly claims: ClaimRow[]; readonly errors: string[] } {
+  const lines = splitLines(text);
+  const begin = lines.findIndex((line) => line.trim() === CLAIMS_BEGIN);
+  const end = lines.findIndex((line) => line.trim() === CLAIMS_END);
+  if (begin === -1 || end === -1 || end < begin) {
+    return {
+      claims: [],
+      errors: [`${WHITEPAPER}: no claims table between ${CLAIMS_BEGIN} and ${CLAIMS_END}`],
+    };
+  }
+  const errors: string[] = [];
+  const claims: ClaimRow[] = [];
+  let header: string[] | null = null;
+  const seen = new Map<string, number>();
+  for (let i = begin + 1; i < end; i++) {
+    const line = lines[i] ?? '';
+    if (!line.trim().startsWith('|')) continue;
+    const cells = splitRow(line);
+    if (header === null) {
+      header = cells.map((cell) => cell.toLowerCase());
+      if (!header.includes('evidence') || !header.includes('claim')) {
+        errors.push(`${WHITEPAPER}:${i + 1}: the claims table needs a 'claim' and an 'evidence' column`);
+        return { claims, errors };
+      }
+      continue;
+    }
+    if (cells.every((cell) => /^:?-+:?$/.test(cell))) continue;
+    if (cells.length !== header.length) {
+      errors.push(
+        `${WHITEPAPER}:${i + 1}: claims row has ${cells.length} cells, the header ${header.length}`,
+      );
+      continue;
+    }
+    const byColumn: Record<string, string> = {};
+    header.forEach((name, index) => (byColumn[name] = cells[index] ?? ''));
+    const id = byColumn['claim'] ?? '';
+    const previous = seen.get(id);
+    if (previous !== undefined) {
+      errors.push(`${WHITEPAPER}:${i + 1}: claim ${id} is defined twice (first at line ${previous})`);
+      continue;
+    }
+    seen.set(id, i + 1);
+    claims.push({ id, line: i + 1, cells: byColumn });
+  }
+  if (header === null || claims.length === 0)
+    errors.push(`${WHITEPAPER}:${begin + 1}: the claims table has no claims`);
+  return { claims, errors };
+}
+
+/** The cells of a Markdown table row, trimmed; `\|` inside a cell is not a separator. */
+function splitRow(line: string): string[] {
+  const cells: string[] = [];
+  let current = '';
+  const body = line.trim().replace(/^\|/, '').replace(/\|$/, '');
+  for (let i = 0; i < body.length; i++) {
+    const char = body[i];
+    if (char === '\\' && body[i + 1] === '|') {
+      current += '|';
+      i++;
+    } else if (char === '|') {
+      cells.push(current.trim());
+      current = '';
+    } else {
+      current += char;
+    }
+  }
+  cells.push(current.trim());
+  return cells;
+}
+
+/** The tags of the references table (`| [TAG] | … |` rows between the references markers). */
+export function parseReferenceTags(text: string): Set<string> {
+  const lines = splitLines(text);
+  const begin = lines.findIndex((line) => line.trim() === REFERENCES_BEGIN);
+  const end = lines.findIndex((line) => line.trim() === REFERENCES_END);
+  const tags = new Set<string>();
+  if (begin === -1 || end < begin) return tags;
+  for (const line of lines.slice(begin + 1, end)) {
+    const tag = /^\|\s*\[([^\]]+)\]\s*\|/.exec(line);
+    if (tag !== null) tags.add(tag[1] ?? '');
+  }
+  return tags;
+}
+
+/** One entry of a declared scenario or property array: its name and the rule IDs it lists. */
+export interface DeclaredEntry {
+  readonly name: string;
+  readonly rules: readonly string[];
+}
+
+/**
+ * The entries of `export const NAME … = Object.freeze([ { name: '…', … }, … ])` in a source file, read
+ * as text so that the check needs no import of the simulator: each entry is an object literal at
+ * two spaces of indentation whose first property is `name` (as prettier writes them), and its
+ * `rules: [ … ]` array if it has one. tools/trace-check.test.ts compares the result with the
+ * imported arrays, so a change of layout cannot go unnoticed.
+ */
+export function declaredEntries(source: string, exportName: string): DeclaredEntry[] {
+  const start = source.search(new RegExp(`^export const ${exportName}\\b`, 'm'));
+  if (start === -1) return [];
+  const text = splitLines(source.slice(start)).join('\n');
+  const starts = [...text.matchAll(/^ {2}\{\n {4}name: '([^']+)',/gm)];
+  return starts.map((match, index) => {
+    const from = match.index ?? 0;
+    const to = starts[index + 1]?.index ?? text.length;
+    const rules = /\brules:\s*\[([^\]]*)\]/.exec(text.slice(from, to));
+    return {
+      name: match[1] ?? '',
+      rules: rules === null ? [] : [...(rules[1] ?? '').matchAll(/'([^']+)'/g)].map((m) => m[1] ?? ''),
+    };
+  });
+}
+
+const TEST_FUNCTIONS = new Set(['it', 'test', 'describe', 'suite']);
+
+/**
+ * The titles of the `it`/`test`/`describe` calls of a test file (`it.each(…)('…')`, `describe.runIf(…)`
+ * and friends included), each as its literal pieces: one for a string, the text between the
+ * substitutions for a template.
+ */
+export function testTitles(file: string, text: string): string[][] {
+  const source = ts.createSourceFile(file, text, ts.ScriptTarget.Latest, true);
+  const titles: string[][] = [];
+  const root = (expression: ts.Expression): string | null => {
+    let current: ts.Expression = expression;
+    for (;;) {
+      if (ts.isIdentifier(current)) return current.text;
+      if (ts.isPropertyAccessExpression(current) || ts.isCallExpression(current))
+        current = current.expression;
+      else return null;
+    }
+  };
+  const visit = (node: ts.Node): void => {
+    if (ts.isCallExpression(node)) {
+      const name = root(node.expression);
+      const first = node.arguments[0];
+      if (name !== null && TEST_FUNCTIONS.has(name) && first !== undefined) {
+        if (ts.isStringLiteral(first) || ts.isNoSubstitutionTemplateLiteral(first)) titles.push([first.text]);
+        else if (ts.isTemplateExpression(first))
+          titles.push([first.head.text, ...first.templateSpans.map((span) => span.literal.text)]);
+      }
+    }
+    ts.forEachChild(node, visit);
+  };
+  visit(source);
+  return titles;
+}
+
+/** The `id`s of the vectors in a vector file (every object with a string `id` inside `tests`). */
+function vectorIds(value: unknown): Set<string> {
+  const ids = new Set<string>();
+  const tests =
+    value !== null && typeof value === 'object' ? (value as { tests?: unknown }).tests : undefined;
+  const pending: unknown[] = Array.isArray(tests) ? [...(tests as unknown[])] : [];
+  while (pending.length > 0) {
+    const item = pending.pop();
+    if (Array.isArray(item)) pending.push(...(item as unknown[]));
+    else if (item !== null && typeof item === 'object') {
+      const id = (item as { id?: unknown }).id;
+      if (typeof id === 'string') ids.add(id);
+    }
+  }
+  return ids;
+}
+
+/** What the evidence check knows about the repository. */
+interface EvidenceContext {
+  readonly rootDir: string;
+  readonly properties: ReadonlySet<string>;
+  readonly attacks: ReadonlySet<string>;
+  readonly references: ReadonlySet<string>;
+  /** Parsed test titles and vector ids, per file, read once. */
+  readonly titles: Map<string, string[][]>;
+  readonly vectors: Map<string, Set<string> | null>;
+}
+
+const EVIDENCE_FORMS: readonly {
+  readonly pattern: RegExp;
+  readonly kind: 'titled' | 'file' | 'sim' | 'attack' | 'ref';
+}[] = [
+  { pattern: /^\[[^\]]+\]\(([^)\s]+)\)\s*›\s*`([^`]+)`$/, kind: 'titled' },
+  { pattern: /^\[[^\]]+\]\(([^)\s]+)\)$/, kind: 'file' },
+  { pattern: /^SIM `([^`]+)`$/, kind: 'sim' },
+  { pattern: /^attack `([^`]+)`$/, kind: 'attack' },
+  { pattern: /^\[([^\]]+)\]$/, kind: 'ref' },
+];
+
+/** Checks one evidence item; returns a failure or null. */
+function checkEvidenceItem(context: EvidenceContext, item: string): string | null {
+  for (const { pattern, kind } of EVIDENCE_FORMS) {
+    const match = pattern.exec(item);
+    if (match === null) continue;
+    const first = match[1] ?? '';
+    if (kind === 'sim')
+      return context.properties.has(first) ? null : `SIM '${first}' is not a property of ${PROPERTIES_FILE}`;
+    if (kind === 'attack')
+      return context.attacks.has(first) ? null : `attack '${first}' is not a scenario of ${ATTACKS_FILE}`;
+    if (kind === 'ref')
+      return context.references.has(first) ? null : `[${first}] is not a reference of the references table`;
+    const file = first.split('#')[0] ?? '';
+    const absolute = path.resolve(context.rootDir, file);
+    if (!existsSync(absolute) || !statSync(absolute).isFile())
+      return `evidence file '${file}' does not exist`;
+    if (kind === 'file') return null;
+    const text = match[2] ?? '';
+    if (topFolder(file) === 'vectors' && file.endsWith('.json')) {
+      let ids = context.vectors.get(file);
+      if (ids === undefined) {
+        try {
+          ids = vectorIds(JSON.parse(readFileSync(absolute, 'utf8')) as unknown);
+        } catch {
+          ids = null;
+        }
+        context.vectors.set(file, ids);
+      }
+      if (ids === null) return `evidence file '${file}' is not valid JSON`;
+      return ids.has(text) ? null : `'${file}' has no vector with id '${text}'`;
+    }
+    if (!isTestFile(file))
+      return `'${file}' › '${text}': only a test file or a vector file can be cited with a title`;
+    let titles = context.titles.get(file);
+    if (titles === undefined) {
+      titles = testTitles(file, readFileSync(absolute, 'utf8'));
+      context.titles.set(file, titles);
+    }
+    return titles.some((pieces) => pieces.some((piece) => piece.includes(text)))
+      ? null
+      : `'${file}' has no test titled '${text}'`;
+  }
+  return `'${item}' is not an evidence item (a test, vector or file link, SIM \`name\`, attack \`name\` or [TAG])`;
+}
+
+/** Checks every claim's evidence, and the SIM, attack and reference mentions in its other cells. */
+function checkClaims(context: EvidenceContext, claims: readonly ClaimRow[]): string[] {
+  const errors: string[] = [];
+  for (const claim of claims) {
+    const where = `${WHITEPAPER}:${claim.line}: claim ${claim.id}`;
+    const items = (claim.cells['evidence'] ?? '')
+      .split(/<br\s*\/?>/)
+      .map((item) => item.trim())
+      .filter((item) => item !== '');
+    if (items.length === 0) errors.push(`${where} has no evidence`);
+    for (const item of items) {
+      const problem = checkEvidenceItem(context, item);
+      if (problem !== null) errors.push(`${where}: ${problem}`);
+    }
+    for (const [column, cell] of Object.entries(claim.cells)) {
+      if (column === 'evidence') continue;
+      const mentions = [
+        ...[...cell.matchAll(/\b(?:SIM|attack) `[^`]+`/g)].map((m) => m[0]),
+        ...[...cell.matchAll(/\[([A-Z][A-Za-z0-9.-]*)\](?![(:[])/g)].map((m) => m[0]),
+      ];
+      for (const mention of mentions) {
+        const problem = checkEvidenceItem(context, mention);
+        if (problem !== null) errors.push(`${where} (${column}): ${problem}`);
+      }
+    }
+  }
+  return errors;
+}
+
 function escapeCell(text: string): string {
   return text.replace(/\\/g, '\\\\').replace(/\|/g, '\\|');
 }
@@ -277,7 +588,11 @@ export function traceCheck(rootDir: string): TraceResult {
   const errors: string[] = [];
   const whitepaperPath = path.join(rootDir, WHITEPAPER);
   if (!existsSync(whitepaperPath)) {
-    return { table: '', errors: [`${WHITEPAPER} not found`] };
+    return {
+      table: '',
+      errors: [`${WHITEPAPER} not found`],
+      gaps: { noModelImplOnly: [], noModelSpecOnly: [], noSimulatorProperty: [] },
+    };
   }
   const whitepaper = readFileSync(whitepaperPath, 'utf8');
   const parsed = parseWhitepaperRules(whitepaper);
@@ -288,7 +603,35 @@ export function traceCheck(rootDir: string): TraceResult {
       errors.push(`${WHITEPAPER}:${mention.line}: unknown rule ID ${mention.id} in the rule list`);
     }
   }
+  // Outside the rule list too (prose, claims, generated tables), every ID must be a rule.
+  const inList = new Set(parsed.mentions.map((mention) => mention.line));
+  splitLines(whitepaper).forEach((line, index) => {
+    if (inList.has(index + 1)) return;
+    for (const match of line.matchAll(ID_PATTERN)) {
+      if (!defined.has(match[0])) errors.push(`${WHITEPAPER}:${index + 1}: unknown rule ID ${match[0]}`);
+    }
+  });
   errors.push(...checkWhitepaperLinks(rootDir, whitepaper));
+
+  const readIfExists = (file: string): string =>
+    existsSync(path.join(rootDir, file)) ? readFileSync(path.join(rootDir, file), 'utf8') : '';
+  const properties = declaredEntries(readIfExists(PROPERTIES_FILE), 'PROPERTIES');
+  const attacks = declaredEntries(readIfExists(ATTACKS_FILE), 'ATTACKS');
+  const claims = parseClaims(whitepaper);
+  errors.push(...claims.errors);
+  errors.push(
+    ...checkClaims(
+      {
+        rootDir,
+        properties: new Set(properties.map((entry) => entry.name)),
+        attacks: new Set(attacks.map((entry) => entry.name)),
+        references: parseReferenceTags(whitepaper),
+        titles: new Map(),
+        vectors: new Map(),
+      },
+      claims.claims,
+    ),
+  );
 
   const citations: Citation[] = [];
   for (const file of listScannedFiles(rootDir)) {
@@ -335,6 +678,10 @@ export function traceCheck(rootDir: string): TraceResult {
 
   let tested = 0;
   const rows: string[] = [];
+  const propertyRules = new Set(properties.flatMap((entry) => entry.rules));
+  const noModelImplOnly: string[] = [];
+  const noModelSpecOnly: string[] = [];
+  const noSimulatorProperty: string[] = [];
   for (const rule of parsed.rules) {
     const columns = cited.get(rule.id);
     const tests = columns?.get('tests') ?? [];
@@ -343,6 +690,9 @@ export function traceCheck(rootDir: string): TraceResult {
     } else {
       tested++;
     }
+    if ((columns?.get('model') ?? []).length === 0)
+      ((columns?.get('impl') ?? []).length > 0 ? noModelImplOnly : noModelSpecOnly).push(rule.id);
+    if (!propertyRules.has(rule.id)) noSimulatorProperty.push(rule.id);
     const cells = COLUMNS.map((column) => renderCell(columns?.get(column) ?? []));
     rows.push(
       `| [${rule.id}](../${WHITEPAPER}#L${rule.line}) | ${escapeCell(summarise(rule.text))} | ${cells.join(' | ')} |`,
@@ -356,17 +706,40 @@ export function traceCheck(rootDir: string): TraceResult {
     '',
     `Every normative rule of [WHITEPAPER.md](../${WHITEPAPER}) and where the repository cites it. ` +
       'CI regenerates this file with `npm run trace:check -- --check` and fails on any difference, on an ' +
-      'unknown rule ID, and on a rule that no test cites.',
+      'unknown rule ID, on a rule that no test cites, and on a security claim whose evidence points at nothing.',
     '',
-    `Rules: ${parsed.rules.length}. Cited by a test: ${tested}. Not yet cited by a test: ${parsed.rules.length - tested}.`,
+    `Rules: ${parsed.rules.length}. Cited by a test: ${tested}. Not yet cited by a test: ${parsed.rules.length - tested}. ` +
+      `Claims checked: ${claims.claims.length}.`,
     '',
     `| rule | summary | ${COLUMNS.join(' | ')} |`,
     `| ${['---', '---', ...COLUMNS.map(() => '---')].join(' | ')} |`,
     ...rows,
     '',
+    '## Coverage gaps',
+    '',
+    'Rules that the model does not encode a second time, and rules that no simulator property names ' +
+      `(the \`rules\` of \`PROPERTIES\` in ${PROPERTIES_FILE}). The simulator still runs the code of every rule; ` +
+      'these lists say which rules no property states as a check of whole runs.',
+    '',
+    ...gapLines({ noModelImplOnly, noModelSpecOnly, noSimulatorProperty }).map((line) => `- ${line}`),
+    '',
   ].join('\n');
 
-  return { table, errors: [...new Set(errors)].sort(compareLocations) };
+  return {
+    table,
+    errors: [...new Set(errors)].sort(compareLocations),
+    gaps: { noModelImplOnly, noModelSpecOnly, noSimulatorProperty },
+  };
+}
+
+/** The coverage lists as lines of text (counts, then the IDs), for the table and the terminal. */
+export function gapLines(gaps: CoverageGaps): string[] {
+  const list = (ids: readonly string[]): string => (ids.length === 0 ? 'none' : ids.join(', '));
+  return [
+    `No model citation, enforced by impl/ alone (${gaps.noModelImplOnly.length}): ${list(gaps.noModelImplOnly)}.`,
+    `No model citation, in spec/ alone and shared by both engines (${gaps.noModelSpecOnly.length}): ${list(gaps.noModelSpecOnly)}.`,
+    `No simulator property (${gaps.noSimulatorProperty.length}): ${list(gaps.noSimulatorProperty)}.`,
+  ];
 }
 
 /** Sorts `file:line: message` strings by file, then numerically by line. */
@@ -393,9 +766,10 @@ export function runTraceCheck(
     };
   }
   const check = args.includes('--check');
-  const { table, errors } = traceCheck(rootDir);
+  const { table, errors, gaps } = traceCheck(rootDir);
   const problems = [...errors];
   const output: string[] = [];
+  if (table !== '') output.push(...gapLines(gaps).map((line) => `trace:check: ${line}`));
   const target = path.join(rootDir, TRACEABILITY_PATH);
   if (table !== '') {
     if (check) {
@@ -415,7 +789,9 @@ export function runTraceCheck(
     output.push(`trace:check: ${problems.length} problem(s)`, ...problems);
     return { exitCode: 1, output };
   }
-  output.push('trace:check: every rule is defined once, cited IDs exist, every rule has a test');
+  output.push(
+    "trace:check: every rule is defined once, cited IDs exist, every rule has a test, every claim's evidence exists",
+  );
   return { exitCode: 0, output };
 }
 

@@ -282,6 +282,12 @@ describe('whitepaper', () => {
     const first = paper.rules.values().next().value;
     expect(text.split('\n')[(first?.line ?? 1) - 1]).toContain(first?.id ?? '?');
   });
+
+  it('opens a rule in its own protocol subsection (### 6.N), not the whole of part 6', () => {
+    const paper = parseWhitepaper(readFileSync(new URL('../../WHITEPAPER.md', import.meta.url), 'utf8'));
+    for (const rule of paper.rules.values()) expect(rule.section, rule.id).toMatch(/^6\.\d+ /);
+    expect(paper.sections.map((s) => s.heading)).toContain('6. Protocols');
+  });
 });
 
 describe('runs in the page', () => {

@@ -11,13 +11,13 @@ export interface Rule {
   readonly id: string;
   /** The rule's text (Markdown, continuation lines joined). */
   readonly text: string;
-  /** The `## …` heading of its section. */
+  /** The heading of its section (`## …` or `### …`: the protocol parts are numbered subsections). */
   readonly section: string;
   /** 1-based line of the rule in WHITEPAPER.md. */
   readonly line: number;
 }
 
-/** A `## …` section of the whitepaper. */
+/** A `## …` or `### …` section of the whitepaper, up to the next heading of either level. */
 export interface Section {
   readonly heading: string;
   readonly line: number;
@@ -44,9 +44,10 @@ export function parseWhitepaper(markdown: string): Whitepaper {
     const line = lines[i] ?? '';
     if (line.includes('<!-- rules:begin -->')) inRules = true;
     if (line.includes('<!-- rules:end -->')) inRules = false;
-    if (/^## /.test(line)) {
+    const heading = /^#{2,3} (.*)$/.exec(line);
+    if (heading !== null) {
       if (current !== null) sections.push(current);
-      current = { heading: line.slice(3).trim(), line: i + 1, lines: [] };
+      current = { heading: (heading[1] ?? '').trim(), line: i + 1, lines: [] };
       continue;
     }
     current?.lines.push(line);
