@@ -1363,23 +1363,23 @@ function onBundles(
   let sesame = tx.state.sesame;
   for (const bundle of response.bundles) {
     const listed = devices.find((d) => d.deviceId === bundle.deviceId);
-    // WP-TRUST-06: a bundle must carry the identity key the (verified) list names for that device.
+    // WP-TRUST-06: a bundle must carry the identity key the accepted list names for that device, in
+    // both modes: in server mode the list is the server's own word too, and using the bundle while
+    // the older list stays would make the next ConditionalUpdate undo it (a get-bundles livelock).
     if (listed === undefined || !equalBytes(listed.identityKey, bundle.identityKey)) {
-      if (tx.state.options.deviceListAuth === 'signed' || listed === undefined) {
-        // The list we hold may predate a reinstall into that device id: refresh it and try again,
-        // within the bounded attempts (WP-XPORT-03); only a bundle the latest list vouches for is used.
-        if (item.attempts < MAX_SEND_ATTEMPTS) {
-          updateItem(tx, messageId, recipient, { stage: 'need-list', attempts: item.attempts + 1 });
-          requestDeviceList(tx, recipient);
-          return;
-        }
-        failItem(
-          tx,
-          item,
-          reject('TRUST_BUNDLE_IDENTITY_MISMATCH', 'bundle identity key differs from the device list').error,
-        );
+      // The list we hold may predate a reinstall into that device id: refresh it and try again,
+      // within the bounded attempts (WP-XPORT-03); only a bundle the latest list vouches for is used.
+      if (item.attempts < MAX_SEND_ATTEMPTS) {
+        updateItem(tx, messageId, recipient, { stage: 'need-list', attempts: item.attempts + 1 });
+        requestDeviceList(tx, recipient);
         return;
       }
+      failItem(
+        tx,
+        item,
+        reject('TRUST_BUNDLE_IDENTITY_MISMATCH', 'bundle identity key differs from the device list').error,
+      );
+      return;
     }
     const prepared = item.needNewSession
       ? prepEncryptNewSession(tx.env, sesame, local, { ...bundle, userId: recipient }, tx.now)

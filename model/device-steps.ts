@@ -984,14 +984,14 @@ export function entryForPurpose(ctx: DeviceContext, purpose: ModelPurpose): Mode
   return findEntry(ctx, purpose.messageId, purpose.recipient);
 }
 
-/** WP-TRUST-06: every bundle carries the identity key the accepted list names for its device. */
+/** WP-TRUST-06: every bundle carries the identity key the accepted list names for its device (both modes). */
 export function bundlesMatchList(ctx: DeviceContext, recipient: UserId, response: ServerResponse): boolean {
   if (response.kind !== 'bundles') return false;
   const devices = listedEntries(ctx, recipient) ?? [];
   return response.bundles.every((b) => {
     const listed = devices.find((d) => d.deviceId === b.deviceId);
     if (listed === undefined) return false;
-    return equalBytes(listed.identityKey, b.identityKey) || ctx.options.deviceListAuth === 'server';
+    return equalBytes(listed.identityKey, b.identityKey);
   });
 }
 
@@ -1014,20 +1014,20 @@ export function prepareSessionsFromBundles(
   let sesame = f.ctx.sesame;
   for (const bundle of response.bundles) {
     const listed = devices.find((d) => d.deviceId === bundle.deviceId);
+    // WP-TRUST-06, in both modes: a server-mode list is the server's word as well, and a bundle used
+    // against it would be undone by the next ConditionalUpdate from that list.
     if (listed === undefined || !equalBytes(listed.identityKey, bundle.identityKey)) {
-      if (f.ctx.options.deviceListAuth === 'signed' || listed === undefined) {
-        // WP-TRUST-06 / WP-XPORT-03: refresh a list that may predate a reinstall, bounded.
-        if (item.attempts < MAX_SEND_ATTEMPTS) {
-          patchEntry(f, item.messageId, item.recipient, { stage: 'need-list', attempts: item.attempts + 1 });
-          requestList(f, item.recipient);
-          return;
-        }
-        return failEntry(
-          f,
-          item,
-          reject('TRUST_BUNDLE_IDENTITY_MISMATCH', 'bundle identity key differs from the device list').error,
-        );
+      // WP-TRUST-06 / WP-XPORT-03: refresh a list that may predate a reinstall, bounded.
+      if (item.attempts < MAX_SEND_ATTEMPTS) {
+        patchEntry(f, item.messageId, item.recipient, { stage: 'need-list', attempts: item.attempts + 1 });
+        requestList(f, item.recipient);
+        return;
       }
+      return failEntry(
+        f,
+        item,
+        reject('TRUST_BUNDLE_IDENTITY_MISMATCH', 'bundle identity key differs from the device list').error,
+      );
     }
     const prepared = prepareSession(
       f.env,

@@ -6,4 +6,4 @@
  */
 
 /** The behaviour hash of this build's protocol sources. */
-export const BEHAVIOUR_HASH = 'c6c6bd84da07645c8d86ea0e2c1ce4d2028130f9457db53807f17285af51635b';
+export const BEHAVIOUR_HASH = 'ae0da7c93f86c0cfd068fce1c2c61a707704d8fc0293d8af0b2891552f696835';
