@@ -712,7 +712,8 @@ function dropEntry(f: Frame, messageId: MessageId, recipient: UserId): void {
 
 /**
  * WP-XPORT-03: a failed send discards the record changes it made for its user (stale marks, new
- * records) but keeps every session that encrypted (a sending chain never rewinds).
+ * records) but keeps every session that encrypted (a sending chain never rewinds). WP-XPORT-10: a
+ * device the accepted list leaves out was learned, not changed by the send, and stays stale.
  */
 export function failEntry(f: Frame, item: ModelOutboxEntry, error: ProtocolError): void {
   if (item.recordCaptured) {
@@ -720,11 +721,17 @@ export function failEntry(f: Frame, item: ModelOutboxEntry, error: ProtocolError
     const before = item.recordBefore;
     if (before === null) f.ctx = { ...f.ctx, sesame: withoutUser(f.ctx.sesame, item.recipient) };
     else {
+      const entries = listedEntries(f.ctx, item.recipient);
       const devices = before.devices.map((was) => {
         const now = current?.devices.find((d) => d.deviceId === was.deviceId);
-        return now !== undefined && equalBytes(now.identityKey, was.identityKey)
-          ? { ...was, sessions: now.sessions }
-          : was;
+        const restored =
+          now !== undefined && equalBytes(now.identityKey, was.identityKey)
+            ? { ...was, sessions: now.sessions }
+            : was;
+        // WP-XPORT-10 (WP-TRUST-07): the list's removal outlives the failed send, with its stale mark.
+        const unlisted = entries !== null && entries.every((d) => d.deviceId !== was.deviceId);
+        if (!unlisted || restored.staleSince !== null) return restored;
+        return { ...restored, staleSince: now?.staleSince ?? f.now };
       });
       f.ctx = { ...f.ctx, sesame: withUser(f.ctx.sesame, { ...before, devices }) };
     }

@@ -6,4 +6,4 @@
  */
 
 /** The behaviour hash of this build's protocol sources. */
-export const BEHAVIOUR_HASH = 'ae0da7c93f86c0cfd068fce1c2c61a707704d8fc0293d8af0b2891552f696835';
+export const BEHAVIOUR_HASH = 'e34516b6d88fa50be843b7b4caa79d205df5574db767c8a48f7e5693836fb1c8';
