@@ -6,4 +6,4 @@
  */
 
 /** The behaviour hash of this build's protocol sources. */
-export const BEHAVIOUR_HASH = 'e34516b6d88fa50be843b7b4caa79d205df5574db767c8a48f7e5693836fb1c8';
+export const BEHAVIOUR_HASH = '695ec30a2dde57cbfe37d62f8649c05d4139c9ed1b7fd12195d0032a70b362fc';
