@@ -6,4 +6,4 @@
  */
 
 /** The behaviour hash of this build's protocol sources. */
-export const BEHAVIOUR_HASH = '695ec30a2dde57cbfe37d62f8649c05d4139c9ed1b7fd12195d0032a70b362fc';
+export const BEHAVIOUR_HASH = '6d2df96186fea7665d345e1f6f6c15f43307836920427aa903444c347d96549e';
