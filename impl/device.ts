@@ -1096,7 +1096,8 @@ function removeItem(tx: Tx, messageId: MessageId, recipient: UserId): void {
 /**
  * WP-XPORT-03: a failed send discards the record changes it made for that user (stale marks, new
  * device records, new sessions) but never rewinds a session that encrypted: a sending chain only
- * moves forward, so no message key is ever used twice.
+ * moves forward, so no message key is ever used twice. WP-XPORT-10: what an accepted device list
+ * taught on the way is no change of the send's and stays: a device the list does not name stays stale.
  */
 function failItem(tx: Tx, item: OutboxItem, error: ProtocolError): void {
   if (item.recordCaptured) {
@@ -1106,11 +1107,19 @@ function failItem(tx: Tx, item: OutboxItem, error: ProtocolError): void {
     if (before === null) {
       delete users[item.recipient];
     } else {
+      const listed = listedDevices(tx.state, item.recipient);
       const devices = { ...before.devices };
       for (const [key, was] of Object.entries(before.devices)) {
         const now = current?.devices[key];
-        if (now !== undefined && equalBytes(now.identityKey, was.identityKey))
-          devices[key] = { ...was, sessions: now.sessions };
+        const kept =
+          now !== undefined && equalBytes(now.identityKey, was.identityKey)
+            ? { ...was, sessions: now.sessions }
+            : was;
+        // WP-XPORT-10: a removal the accepted list showed (WP-TRUST-07) is never undone by the
+        // failure; the record keeps the stale mark it got when the list was accepted.
+        const removed = listed !== null && !listed.some((d) => d.deviceId === was.deviceId);
+        devices[key] =
+          removed && kept.staleSince === null ? { ...kept, staleSince: now?.staleSince ?? tx.now } : kept;
       }
       users[item.recipient] = { ...before, devices };
     }
@@ -1363,23 +1372,23 @@ function onBundles(
   let sesame = tx.state.sesame;
   for (const bundle of response.bundles) {
     const listed = devices.find((d) => d.deviceId === bundle.deviceId);
-    // WP-TRUST-06: a bundle must carry the identity key the (verified) list names for that device.
+    // WP-TRUST-06: a bundle must carry the identity key the accepted list names for that device, in
+    // both modes: in server mode the list is the server's own word too, and using the bundle while
+    // the older list stays would make the next ConditionalUpdate undo it (a get-bundles livelock).
     if (listed === undefined || !equalBytes(listed.identityKey, bundle.identityKey)) {
-      if (tx.state.options.deviceListAuth === 'signed' || listed === undefined) {
-        // The list we hold may predate a reinstall into that device id: refresh it and try again,
-        // within the bounded attempts (WP-XPORT-03); only a bundle the latest list vouches for is used.
-        if (item.attempts < MAX_SEND_ATTEMPTS) {
-          updateItem(tx, messageId, recipient, { stage: 'need-list', attempts: item.attempts + 1 });
-          requestDeviceList(tx, recipient);
-          return;
-        }
-        failItem(
-          tx,
-          item,
-          reject('TRUST_BUNDLE_IDENTITY_MISMATCH', 'bundle identity key differs from the device list').error,
-        );
+      // The list we hold may predate a reinstall into that device id: refresh it and try again,
+      // within the bounded attempts (WP-XPORT-03); only a bundle the latest list vouches for is used.
+      if (item.attempts < MAX_SEND_ATTEMPTS) {
+        updateItem(tx, messageId, recipient, { stage: 'need-list', attempts: item.attempts + 1 });
+        requestDeviceList(tx, recipient);
         return;
       }
+      failItem(
+        tx,
+        item,
+        reject('TRUST_BUNDLE_IDENTITY_MISMATCH', 'bundle identity key differs from the device list').error,
+      );
+      return;
     }
     const prepared = item.needNewSession
       ? prepEncryptNewSession(tx.env, sesame, local, { ...bundle, userId: recipient }, tx.now)

@@ -124,10 +124,20 @@ function compareKeys(a: Uint8Array, b: Uint8Array): number {
 }
 
 /**
+ * WP-SES-22: archived session `session` (as it was before the message) can be one side of a
+ * simultaneous initiation: our own initiation that no reply had reached yet (it still holds its
+ * pending prekey). Every other archived session was left for a session made after it.
+ */
+function inCrossing(session: SessionState): boolean {
+  return session.pendingPreKey !== null;
+}
+
+/**
  * Archived session `index` was tried and decrypted, giving `session`: the record afterwards. With
  * spec behaviour it becomes current (WP-REC-02). With sequential sessions it becomes current only
- * when the current session is not established and its base key is the greater one (the crossing
- * tie-break of WP-SES-19); otherwise it is updated where it is.
+ * when it is our unanswered initiation (WP-SES-22), the current session is not established and its
+ * base key is the greater one (the crossing tie-break of WP-SES-19); otherwise it is updated where
+ * it is.
  */
 function afterArchivedDecrypt(
   record: SessionRecord,
@@ -137,11 +147,16 @@ function afterArchivedDecrypt(
 ): SessionRecord {
   if (!policy.sequentialSessions) return promoteArchived(record, index, session);
   const current = record.current;
+  const was = record.archived[index];
   // WP-SES-19: never back to an older session once the current one is established; between two
-  // unestablished contenders both parties pick the greater base key.
+  // unestablished contenders both parties pick the greater base key. WP-SES-22: only a crossing
+  // has two contenders; any other archived session would revive a session left behind (CJN23).
   if (
     current === null ||
-    (!isEstablished(current) && compareKeys(session.aliceBaseKey, current.aliceBaseKey) > 0)
+    (was !== undefined &&
+      inCrossing(was) &&
+      !isEstablished(current) &&
+      compareKeys(session.aliceBaseKey, current.aliceBaseKey) > 0)
   )
     return promoteArchived(record, index, session);
   return { current, archived: record.archived.map((s, i) => (i === index ? session : s)) };

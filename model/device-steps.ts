@@ -712,7 +712,8 @@ function dropEntry(f: Frame, messageId: MessageId, recipient: UserId): void {
 
 /**
  * WP-XPORT-03: a failed send discards the record changes it made for its user (stale marks, new
- * records) but keeps every session that encrypted (a sending chain never rewinds).
+ * records) but keeps every session that encrypted (a sending chain never rewinds). WP-XPORT-10: a
+ * device the accepted list leaves out was learned, not changed by the send, and stays stale.
  */
 export function failEntry(f: Frame, item: ModelOutboxEntry, error: ProtocolError): void {
   if (item.recordCaptured) {
@@ -720,11 +721,17 @@ export function failEntry(f: Frame, item: ModelOutboxEntry, error: ProtocolError
     const before = item.recordBefore;
     if (before === null) f.ctx = { ...f.ctx, sesame: withoutUser(f.ctx.sesame, item.recipient) };
     else {
+      const entries = listedEntries(f.ctx, item.recipient);
       const devices = before.devices.map((was) => {
         const now = current?.devices.find((d) => d.deviceId === was.deviceId);
-        return now !== undefined && equalBytes(now.identityKey, was.identityKey)
-          ? { ...was, sessions: now.sessions }
-          : was;
+        const restored =
+          now !== undefined && equalBytes(now.identityKey, was.identityKey)
+            ? { ...was, sessions: now.sessions }
+            : was;
+        // WP-XPORT-10 (WP-TRUST-07): the list's removal outlives the failed send, with its stale mark.
+        const unlisted = entries !== null && entries.every((d) => d.deviceId !== was.deviceId);
+        if (!unlisted || restored.staleSince !== null) return restored;
+        return { ...restored, staleSince: now?.staleSince ?? f.now };
       });
       f.ctx = { ...f.ctx, sesame: withUser(f.ctx.sesame, { ...before, devices }) };
     }
@@ -984,14 +991,14 @@ export function entryForPurpose(ctx: DeviceContext, purpose: ModelPurpose): Mode
   return findEntry(ctx, purpose.messageId, purpose.recipient);
 }
 
-/** WP-TRUST-06: every bundle carries the identity key the accepted list names for its device. */
+/** WP-TRUST-06: every bundle carries the identity key the accepted list names for its device (both modes). */
 export function bundlesMatchList(ctx: DeviceContext, recipient: UserId, response: ServerResponse): boolean {
   if (response.kind !== 'bundles') return false;
   const devices = listedEntries(ctx, recipient) ?? [];
   return response.bundles.every((b) => {
     const listed = devices.find((d) => d.deviceId === b.deviceId);
     if (listed === undefined) return false;
-    return equalBytes(listed.identityKey, b.identityKey) || ctx.options.deviceListAuth === 'server';
+    return equalBytes(listed.identityKey, b.identityKey);
   });
 }
 
@@ -1014,20 +1021,20 @@ export function prepareSessionsFromBundles(
   let sesame = f.ctx.sesame;
   for (const bundle of response.bundles) {
     const listed = devices.find((d) => d.deviceId === bundle.deviceId);
+    // WP-TRUST-06, in both modes: a server-mode list is the server's word as well, and a bundle used
+    // against it would be undone by the next ConditionalUpdate from that list.
     if (listed === undefined || !equalBytes(listed.identityKey, bundle.identityKey)) {
-      if (f.ctx.options.deviceListAuth === 'signed' || listed === undefined) {
-        // WP-TRUST-06 / WP-XPORT-03: refresh a list that may predate a reinstall, bounded.
-        if (item.attempts < MAX_SEND_ATTEMPTS) {
-          patchEntry(f, item.messageId, item.recipient, { stage: 'need-list', attempts: item.attempts + 1 });
-          requestList(f, item.recipient);
-          return;
-        }
-        return failEntry(
-          f,
-          item,
-          reject('TRUST_BUNDLE_IDENTITY_MISMATCH', 'bundle identity key differs from the device list').error,
-        );
+      // WP-TRUST-06 / WP-XPORT-03: refresh a list that may predate a reinstall, bounded.
+      if (item.attempts < MAX_SEND_ATTEMPTS) {
+        patchEntry(f, item.messageId, item.recipient, { stage: 'need-list', attempts: item.attempts + 1 });
+        requestList(f, item.recipient);
+        return;
       }
+      return failEntry(
+        f,
+        item,
+        reject('TRUST_BUNDLE_IDENTITY_MISMATCH', 'bundle identity key differs from the device list').error,
+      );
     }
     const prepared = prepareSession(
       f.env,

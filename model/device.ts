@@ -240,7 +240,7 @@ export const RULES: Readonly<Record<string, readonly WhitepaperRuleId[]>> = Obje
   rejectUnlistedSender: ['WP-TRUST-05'],
   answerRetryRequest: ['WP-SES-13', 'WP-SES-14', 'WP-SES-21', 'WP-XPORT-06'],
   acknowledgeEnvelope: ['WP-XPORT-02'],
-  decryptEnvelope: ['WP-SES-09', 'WP-SES-10', 'WP-SES-18', 'WP-SES-19'],
+  decryptEnvelope: ['WP-SES-09', 'WP-SES-10', 'WP-SES-18', 'WP-SES-19', 'WP-SES-22'],
   dropDuplicateEnvelope: ['WP-XPORT-02'],
   rejectReplayedInitialMessage: ['WP-PQXDH-13'],
   reportCloneDetected: ['WP-SES-20'],

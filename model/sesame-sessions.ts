@@ -571,10 +571,19 @@ function greaterKey(a: Uint8Array, b: Uint8Array): boolean {
 }
 
 /**
+ * WP-SES-22: only our own initiation still waiting for its first reply contends with the active
+ * session (the two sides of a simultaneous initiation); any other inactive session was replaced by
+ * a newer one and never comes back by the base-key comparison.
+ */
+export function crossingContender(session: ModelSession): boolean {
+  return session.initiation !== null;
+}
+
+/**
  * The record after inactive session `position` decrypted (its advanced state is `session`).
- * Sesame §3.4 activates it (WP-REC-02). Sequential sessions (WP-SES-19) activate it only when the
- * active session has not completed a round trip and its base key is the greater; otherwise it is
- * updated in place.
+ * Sesame §3.4 activates it (WP-REC-02). Sequential sessions (WP-SES-19) activate it only when it is
+ * a crossing contender (WP-SES-22, judged as it was before the message), the active session has not
+ * completed a round trip and its base key is the greater; otherwise it is updated in place.
  */
 function recordAfterInactiveOpened(
   record: ModelSessionRecord,
@@ -583,8 +592,14 @@ function recordAfterInactiveOpened(
   sequential: boolean,
 ): ModelSessionRecord {
   const active = record.active;
+  const before = record.inactive[position];
   const activate =
-    !sequential || active === null || (!roundTripDone(active) && greaterKey(session.baseKey, active.baseKey));
+    !sequential ||
+    active === null ||
+    (before !== undefined &&
+      crossingContender(before) &&
+      !roundTripDone(active) &&
+      greaterKey(session.baseKey, active.baseKey));
   if (activate) return activateSession(record, position, session);
   return { active, inactive: record.inactive.map((s, i) => (i === position ? session : s)) };
 }

@@ -760,8 +760,9 @@ export class Adversary {
     address: DeviceAddress | null,
     outputs: readonly DeviceOutput[],
     view: DeviceAbstractView,
+    input?: DeviceInput,
   ): void {
-    this.recorder.afterStep(install, address, outputs, view, this.host.now());
+    this.recorder.afterStep(install, address, outputs, view, this.host.now(), input);
   }
 
   /** A device emitted a request (see {@link SecurityRecorder.emitted}). */

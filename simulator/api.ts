@@ -320,6 +320,19 @@ export interface SecurityReport {
   readonly replays: readonly { readonly at: string; readonly times: number }[];
   /** KCI probes in time order: whether the victim would accept a forgery at that tick. */
   readonly kciProbes: readonly { readonly t: number; readonly victim: string; readonly accepted: boolean }[];
+  /**
+   * The KCI windows (WP-LIFE-08), one per compromise that stole signed prekeys: which keys, when
+   * stolen, when the last of them was retired (a newer key confirmed by the server; null: not yet)
+   * and when the victim held none of them any more (null: still open at the end).
+   */
+  readonly kciWindows: readonly {
+    readonly label: string;
+    readonly victim: string;
+    readonly signedPreKeyIds: readonly number[];
+    readonly stolenAt: number;
+    readonly retiredAt: number | null;
+    readonly closedAt: number | null;
+  }[];
   /** Per compromise label: when each direction of a pair healed (first tick), `from>to`. */
   readonly healed: Readonly<Record<string, Readonly<Record<string, number>>>>;
   /** Errors honest devices reported about attacker input (code → count). */

@@ -82,22 +82,57 @@ describe('what each attack does, as the oracles see it', () => {
     expect(hardened.violations).toEqual([]);
   });
 
-  it('KCI with a stolen signed prekey: the forgery is accepted inside the documented window in both modes [P38, P8]', () => {
+  it('KCI with a stolen signed prekey: forgeries are accepted inside the window, which closes once the key is rotated out and its grace period ends, in both modes [P38, P8] [WP-LIFE-08]', () => {
+    const scenario = attackScenario('kci-signed-prekey');
+    const rotation = scenario?.rotation;
+    if (rotation === undefined) throw new Error('the KCI scenario rotates signed prekeys');
     for (const mode of ['spec', 'hardened'] as const) {
       const r = run('kci-signed-prekey', mode).report;
-      expect(r.forgeries.length, mode).toBeGreaterThan(0);
-      expect(
-        r.forgeries.every((f) => f.allowedBy === 'kci-window'),
-        mode,
-      ).toBe(true);
       expect(r.violations, mode).toEqual([]);
-      // No signed-prekey rotation in either engine: every probe, to the end of the run, succeeds.
-      expect(r.kciProbes.length, mode).toBe(3);
+      // The window, from the victim's own state: retired when a newer key was confirmed, closed
+      // when the victim deleted the stolen key, at its first rotation timer after the grace period.
+      const window = r.kciWindows.find((w) => w.label === 'B');
+      if (window === undefined) throw new Error(`${mode}: no KCI window`);
+      const { retiredAt, closedAt } = window;
+      if (retiredAt === null || closedAt === null) throw new Error(`${mode}: the window never closed`);
+      expect(retiredAt, mode).toBeGreaterThan(window.stolenAt);
+      expect(closedAt - retiredAt, mode).toBeGreaterThanOrEqual(rotation.gracePeriod);
+      expect(closedAt - retiredAt, mode).toBeLessThanOrEqual(rotation.gracePeriod + rotation.interval);
+      // With real keys: every probe inside the window is accepted, every probe after it refused.
+      const inside = r.kciProbes.filter((p) => p.t < closedAt);
+      const after = r.kciProbes.filter((p) => p.t >= closedAt);
+      expect(inside.length, mode).toBeGreaterThan(0);
+      expect(after.length, mode).toBeGreaterThan(0);
       expect(
-        r.kciProbes.every((p) => p.accepted),
+        inside.every((p) => p.accepted),
         mode,
       ).toBe(true);
+      expect(
+        after.some((p) => p.accepted),
+        mode,
+      ).toBe(false);
+      // A probe after the retirement but within the grace period still gets through.
+      expect(
+        inside.some((p) => p.t > retiredAt),
+        mode,
+      ).toBe(true);
+      // The forgery inside the window is accepted (a documented window); the one after it is refused.
+      expect(r.forgeries.length, mode).toBe(1);
+      expect(r.forgeries[0]?.allowedBy, mode).toBe('kci-window');
+      expect(r.forgeries[0]?.t ?? Infinity, mode).toBeLessThan(closedAt);
+      expect(r.refusals['UNKNOWN_SIGNED_PREKEY'], mode).toBe(1);
     }
+  });
+
+  it('without rotation the KCI window stays open to the end of the run [P38, WP-LIFE-07]', () => {
+    const scenario = attackScenario('kci-signed-prekey');
+    if (scenario === undefined) throw new Error('no KCI scenario');
+    const { rotation: _ignored, ...unrotated } = scenario;
+    const r = runAttack(unrotated, { mode: 'hardened' }, { crypto: nodeProvider }).report;
+    expect(r.kciWindows.map((w) => w.closedAt)).toEqual([null]);
+    expect(r.kciProbes.every((p) => p.accepted)).toBe(true);
+    expect(r.forgeries.map((f) => f.allowedBy)).toEqual(['kci-window', 'kci-window']);
+    expect(r.violations).toEqual([]);
   });
 
   it('clone detection: a detection event in hardened mode, none in spec mode, and never without a clone [P31]', () => {

@@ -18,6 +18,7 @@ import { securityOptions, type SecurityMode } from '../spec/security-mode.js';
 import {
   NO_FAULTS,
   type AttackStep,
+  type SignedPreKeyRotationConfig,
   type EngineChoice,
   type OracleName,
   type ScheduleEntry,
@@ -51,6 +52,8 @@ export interface AttackScenario {
   readonly expected: Readonly<Record<SecurityMode, boolean>>;
   /** The whitepaper's word on the outcome in hardened mode when the attack still works there. */
   readonly limit: string | null;
+  /** Signed-prekey rotation during the run (WP-LIFE-07/08); absent: devices never rotate. */
+  readonly rotation?: SignedPreKeyRotationConfig;
   readonly judge: (report: SecurityReport) => AttackOutcome;
 }
 
@@ -195,26 +198,38 @@ export const ATTACKS: readonly AttackScenario[] = Object.freeze([
     oracle: 'kci-window',
     users: 2,
     devicesPerUser: 1,
-    schedule: [send(4_000, A, 'u1', 'm1'), send(5_000, B, 'u0', 'm2')],
+    schedule: [send(4_000, A, 'u1', 'm1'), send(5_000, B, 'u0', 'm2'), send(27_000, A, 'u1', 'm3')],
+    // B's rotation timer fires 10 000 ticks apart from its link (t≈10 000, 20 000, …): the first
+    // retires the stolen key once the server confirms its successor, the second, past the grace
+    // period, deletes it (WP-LIFE-07/08).
+    rotation: { interval: 10_000, gracePeriod: 5_000 },
     steps: [
       { t: 6_000, op: 'compromise', device: B, label: 'B' },
       { t: 6_500, op: 'kci-probe', label: 'B', as: A },
       { t: 7_000, op: 'forge-kci', label: 'B', as: A, text: 'claims to be u0/1' },
+      // Retired but within its grace period: still usable, so still forgeable.
       { t: 12_000, op: 'kci-probe', label: 'B', as: A },
+      { t: 25_000, op: 'kci-probe', label: 'B', as: A },
+      { t: 26_000, op: 'forge-kci', label: 'B', as: A, text: 'claims to be u0/1 again' },
       { t: 30_000, op: 'kci-probe', label: 'B', as: A },
     ],
     expected: { spec: true, hardened: true },
     limit:
-      'documented limit: the window closes only when the signed prekey is rotated and its grace period ends; neither engine rotates signed prekeys yet, so it stays open',
+      'documented limit (WP-LIFE-08): the window stays open until the stolen signed prekey is retired by a rotation and its grace period has ended; from then on forgeries with it are refused (UNKNOWN_SIGNED_PREKEY)',
     judge: (r) => {
       const accepted = r.forgeries.filter((f) => f.allowedBy === 'kci-window').length;
       const open = r.kciProbes.filter((p) => p.accepted);
-      const last = r.kciProbes[r.kciProbes.length - 1];
-      const closed = last !== undefined && !last.accepted;
+      const shut = r.kciProbes.filter((p) => !p.accepted);
+      const window = r.kciWindows.find((w) => w.label === 'B');
       const outside = violations(r, 'authentication').length;
+      const refusedAfter = r.refusals['UNKNOWN_SIGNED_PREKEY'] ?? 0;
+      const closed =
+        window?.closedAt === null || window === undefined
+          ? 'window still open at the end'
+          : `signed prekey ${window.signedPreKeyIds.join(', ')} retired at t=${window.retiredAt ?? '?'}, window closed at t=${window.closedAt}; then ${refusedAfter} forgery refused (UNKNOWN_SIGNED_PREKEY)`;
       return {
         succeeded: accepted > 0 || open.length > 0,
-        summary: `${accepted} forgery accepted as u0.1; probes accepted at ${open.map((p) => `t=${p.t}`).join(', ') || 'none'}; window ${closed ? `closed by t=${last.t}` : 'still open at the end (no signed-prekey rotation)'}${outside > 0 ? `; ${outside} forgery outside the window` : ''}`,
+        summary: `${accepted} forgery accepted as u0.1; probes accepted at ${open.map((p) => `t=${p.t}`).join(', ') || 'none'}${shut.length > 0 ? `, refused at ${shut.map((p) => `t=${p.t}`).join(', ')}` : ''}; ${closed}${outside > 0 ? `; ${outside} forgery outside the window` : ''}`,
       };
     },
   },
@@ -403,6 +418,7 @@ export function attackConfig(scenario: AttackScenario, options: AttackOptions): 
     bugs: options.bugs ?? [],
     faults: NO_FAULTS,
     security: securityOptions(options.mode),
+    ...(scenario.rotation === undefined ? {} : { signedPreKeyRotation: scenario.rotation }),
     workload: {
       users: scenario.users,
       devicesPerUser: scenario.devicesPerUser,

@@ -6,4 +6,4 @@
  */
 
 /** The behaviour hash of this build's protocol sources. */
-export const BEHAVIOUR_HASH = '7b4714e7615037e8008278538039593f785ea5a547347dc16c2b9d4a856f1fb0';
+export const BEHAVIOUR_HASH = '97e2fc596ab1517f8b03e8dfb7bf2c7b1dfdeaa6f6257071d7dfc5c7a8b026a3';

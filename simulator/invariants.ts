@@ -70,7 +70,7 @@ export const PROPERTIES: readonly PropertySpec[] = Object.freeze([
     rules: ['WP-LIFE-04', 'WP-SRV-11', 'WP-SES-11', 'P33'],
     bug: 'ignore-device-removal',
     envelope:
-      'All faults. After a sender learns (device-list-changed) that a device was removed, it never encrypts to it again until the device id is listed anew; at the end, per address, every copy the server accepted was acknowledged, dropped by rule (droppedByRevocation) or is still queued.',
+      'All faults. After a sender learns (device-list-changed) that a device was removed, it never encrypts to it again until the device id is listed anew or the sender is rolled back to a state from before it learned (it learns again from the refusal); at the end, per address, every copy the server accepted was acknowledged, dropped by rule (droppedByRevocation) or is still queued.',
   },
   {
     name: 'no-history-to-new-device',
@@ -175,6 +175,16 @@ export class Checker {
   private readonly registeredAt = new Map<string, number>();
   private readonly acceptedAt = new Map<string, number>();
   private readonly removedKnown = new Map<string, Set<string>>();
+  /** Per install, every device-list change it accepted, in order: a rollback forgets the later ones. */
+  private readonly listChanges = new Map<
+    string,
+    {
+      readonly t: number;
+      readonly userId: UserId;
+      readonly added: readonly number[];
+      readonly removed: readonly number[];
+    }[]
+  >();
   private readonly lastRequestId = new Map<string, number>();
   private readonly keyUse = new Map<string, string>();
   private readonly ratchetKeys = new Map<string, Set<string>>();
@@ -231,6 +241,7 @@ export class Checker {
   /** A rollback of `install` to the state it had at `toTick`. */
   rolledBack(install: string, toTick: number): void {
     this.rolledBackAt.set(install, toTick);
+    this.forgetListChangesAfter(install, toTick);
     for (const [key, times] of this.shown) {
       if (!key.startsWith(`${install}|`)) continue;
       const kept = times.filter((x) => x <= toTick);
@@ -396,10 +407,35 @@ export class Checker {
     removed: readonly number[],
   ): void {
     this.count('device-list-changes');
+    const history = this.listChanges.get(install) ?? [];
+    history.push({ t: this.t, userId, added, removed });
+    this.listChanges.set(install, history);
+    this.learnListChange(install, userId, added, removed);
+  }
+
+  private learnListChange(
+    install: string,
+    userId: UserId,
+    added: readonly number[],
+    removed: readonly number[],
+  ): void {
     const known = this.removedKnown.get(install) ?? new Set<string>();
     for (const d of removed) known.add(`${userId}.${d}`);
     for (const d of added) known.delete(`${userId}.${d}`);
     this.removedKnown.set(install, known);
+  }
+
+  /**
+   * revocation under rollback: a device restored to the state it had at `toTick` no longer knows the
+   * removals it learned since (its lists went back with it, as design.md's rollback fault says), so
+   * what it knows is rebuilt from the changes it had accepted before then; it learns them again from
+   * the next refusal or list. The snapshot is taken before the events of tick `toTick`.
+   */
+  private forgetListChangesAfter(install: string, toTick: number): void {
+    const kept = (this.listChanges.get(install) ?? []).filter((c) => c.t < toTick);
+    this.listChanges.set(install, kept);
+    this.removedKnown.delete(install);
+    for (const c of kept) this.learnListChange(install, c.userId, c.added, c.removed);
   }
 
   /**

@@ -7,7 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import { nodeProvider } from '../spec/crypto/node.js';
 import type { BugName } from '../spec/bugs.js';
-import type { DeviceOutput } from '../impl/device.js';
+import type { DeviceInput, DeviceOutput } from '../impl/device.js';
 import { ORACLE_NAMES, type OracleName, type SecurityReport } from './api.js';
 import { attackConfig, attackScenario, runAttack, type AttackOptions } from './attacks.js';
 import { implEngineFactory, type DeviceEngine, type EngineFactory } from './engine.js';
@@ -27,13 +27,17 @@ function oracles(report: SecurityReport): Set<OracleName> {
   return new Set(report.violations.map((v) => v.oracle));
 }
 
-/** An impl engine whose devices' outputs pass through `rewrite` (a defect planted in a test). */
+/**
+ * An impl engine whose devices' outputs pass through `rewrite`, and their inputs through
+ * `rewriteInput` (a defect planted in a test).
+ */
 function rewritingFactory(
   rewrite: (outputs: readonly DeviceOutput[], engine: DeviceEngine) => readonly DeviceOutput[],
+  rewriteInput: (input: DeviceInput) => DeviceInput = (input) => input,
 ): EngineFactory {
   const inner = implEngineFactory();
   const wrap = (engine: DeviceEngine): DeviceEngine => ({
-    step: (input, now) => rewrite(engine.step(input, now), engine),
+    step: (input, now) => rewrite(engine.step(rewriteInput(input), now), engine),
     abstract: () => engine.abstract(),
     lifecycle: () => engine.lifecycle(),
     address: () => engine.address(),
@@ -114,6 +118,23 @@ describe('security oracles can fail', () => {
     );
     const report = scenarioReport('qr-phishing', { mode: 'hardened' }, factory);
     expect(oracles(report)).toContain('device-list-visibility');
+  });
+
+  it('authentication: a KCI window that does not close at the rotation after the grace period is a violation [WP-LIFE-08]', () => {
+    // The devices ignore the grace period the timer carries and keep retired keys: the stolen
+    // signed prekey outlives its window, and the forgery made after it is accepted.
+    const factory = rewritingFactory(
+      (outputs) => outputs,
+      (input) =>
+        input.kind === 'timer.rotate-signed-prekey' ? { ...input, gracePeriod: 1_000_000_000 } : input,
+    );
+    const report = scenarioReport('kci-signed-prekey', { mode: 'hardened' }, factory);
+    expect(report.kciWindows.map((w) => w.closedAt)).toEqual([null]);
+    expect(report.violations.map((v) => v.oracle)).toContain('authentication');
+    expect(report.violations.some((v) => v.message.includes('did not close'))).toBe(true);
+    expect(oracles(scenarioReport('kci-signed-prekey', { mode: 'hardened' }))).not.toContain(
+      'authentication',
+    );
   });
 
   it('every oracle is shown violated above', () => {

@@ -34,6 +34,7 @@
  * @module
  */
 import { equalBytes } from '../spec/bytes.js';
+import { SIGNED_PREKEY_GRACE_PERIOD } from '../spec/constants.js';
 import type { CryptoProvider } from '../spec/crypto/provider.js';
 import { decodeDeviceList } from '../spec/device-list.js';
 import type { Env } from '../spec/env.js';
@@ -43,7 +44,7 @@ import type { AppPayload } from '../spec/payload.js';
 import type { EnvelopeType, ServerRequest } from '../spec/server-api.js';
 import { decodeRetryRequest } from '../spec/retry-request.js';
 import { parsePreKeySignalMessage } from '../spec/wire.js';
-import type { DeviceOutput } from '../impl/device.js';
+import type { DeviceInput, DeviceOutput } from '../impl/device.js';
 import type { SessionState } from '../impl/session-state.js';
 import type { Leak, OracleName, SecurityReport, SecurityViolation } from './api.js';
 import {
@@ -110,6 +111,21 @@ interface Healing {
   readonly step: number;
   /** Base-key fingerprints of the sessions the healed side held with its peer then. */
   readonly held: ReadonlySet<string>;
+}
+
+/**
+ * The KCI window a compromise opened (X3DH §4.6, KBB, P38; WP-LIFE-08): from the theft of the
+ * victim's signed prekeys until it holds none of them any more.
+ */
+interface KciWindow {
+  readonly label: string;
+  readonly install: string;
+  readonly ids: readonly number[];
+  readonly stolenAt: number;
+  /** Stolen key id → when the victim's view first showed it retired (a newer key confirmed). */
+  readonly retiredAt: Map<number, number>;
+  /** When the victim first held none of the stolen keys, or null while it still holds one. */
+  closedAt: number | null;
 }
 
 /** Records the attacker's view and the ground truth of an adversarial run, then judges it. */
@@ -181,6 +197,8 @@ export class SecurityRecorder {
   private readonly forgeries: SecurityReport['forgeries'][number][] = [];
   private readonly detections: SecurityReport['detections'][number][] = [];
   private readonly kciProbes: SecurityReport['kciProbes'][number][] = [];
+  /** One per compromise that stole signed prekeys, in theft order. */
+  private readonly kciWindows: KciWindow[] = [];
   private readonly refusals = new Map<string, number>();
 
   constructor(
@@ -213,6 +231,9 @@ export class SecurityRecorder {
       keyFps: new Set(stolenRatchetKeys(stolen).map((k) => fingerprint(this.c, k))),
       signedPreKeyIds: stolen.prekeys.signedPreKeys.map((k) => k.keyId),
     });
+    const ids = stolen.prekeys.signedPreKeys.map((k) => k.keyId);
+    if (ids.length > 0)
+      this.kciWindows.push({ label, install, ids, stolenAt: t, retiredAt: new Map(), closedAt: null });
   }
 
   /**
@@ -264,9 +285,20 @@ export class SecurityRecorder {
     this.kciSessions.push({ label, claimed, victim, reader: new SessionReader(this.env, session) });
   }
 
-  /** A KCI probe's answer. */
+  /**
+   * A KCI probe's answer. A forgery accepted once the victim holds none of the stolen signed
+   * prekeys would mean the window did not close (WP-LIFE-08): an authentication violation.
+   */
   kciProbe(t: number, victim: string, accepted: boolean): void {
     this.kciProbes.push({ t, victim, accepted });
+    const held = this.prevView.get(victim)?.signedPreKeyIds;
+    for (const w of this.kciWindows)
+      if (accepted && w.install === victim && held !== undefined && !w.ids.some((id) => held.includes(id)))
+        this.violate(
+          'authentication',
+          t,
+          `${victim} would accept a KCI forgery at t=${t} although it no longer holds the signed prekey(s) ${w.ids.join(', ')} stolen at t=${w.stolenAt}`,
+        );
   }
 
   /** A copy the attacker put into a mailbox itself: a replay, or (`forged`) a message it made. */
@@ -393,6 +425,7 @@ export class SecurityRecorder {
     outputs: readonly DeviceOutput[],
     view: DeviceAbstractView,
     t: number,
+    input?: DeviceInput,
   ): void {
     this.step++;
     this.honestInstalls.add(install);
@@ -402,7 +435,40 @@ export class SecurityRecorder {
       this.sessionsOf(install, view, t);
       this.healing(address, view, t);
     }
+    this.kciWindowsAfter(install, view, t, input);
     this.prevView.set(install, view);
+  }
+
+  /**
+   * The KCI windows of `install` after one of its steps: when each stolen signed prekey was retired
+   * and when the last was gone. WP-LIFE-08 closes the window at the first rotation timer a grace
+   * period after the retirement; a stolen key still held after such a timer is a window that did
+   * not close, judged as an authentication violation. A rollback that brings a key back reopens it.
+   */
+  private kciWindowsAfter(install: string, view: DeviceAbstractView, t: number, input?: DeviceInput): void {
+    for (const w of this.kciWindows) {
+      if (w.install !== install) continue;
+      const held = w.ids.filter((id) => view.signedPreKeyIds.includes(id));
+      for (const id of w.ids)
+        if (!w.retiredAt.has(id) && (view.retiredSignedPreKeyIds.includes(id) || !held.includes(id)))
+          w.retiredAt.set(id, t);
+      for (const id of held)
+        if (!view.retiredSignedPreKeyIds.includes(id) && w.retiredAt.has(id)) w.retiredAt.delete(id);
+      if (held.length === 0 && w.closedAt === null) w.closedAt = t;
+      if (held.length > 0) w.closedAt = null;
+      if (input?.kind !== 'timer.rotate-signed-prekey') continue;
+      const grace = input.gracePeriod ?? SIGNED_PREKEY_GRACE_PERIOD;
+      for (const id of held) {
+        const retired = w.retiredAt.get(id);
+        if (retired !== undefined && t - retired >= grace)
+          this.violate(
+            'authentication',
+            t,
+            `the KCI window of ${w.label} did not close: ${install} still holds stolen signed prekey ${id} at its rotation timer t=${t}, retired at t=${retired} (grace ${grace})`,
+            `kci-open|${w.label}|${id}`,
+          );
+      }
+    }
   }
 
   private announce(
@@ -543,11 +609,13 @@ export class SecurityRecorder {
     // A clone that keeps fetching the victim's mail follows the conversation and can go on
     // impersonating it (CFKN20): the defence is detection, judged by the clone-detection scenario.
     if (this.activeClones.has(copy.install)) return 'active-clone';
-    // KCI (X3DH §4.6, KBB, P38): the receiver's signed prekey is stolen.
+    // KCI (X3DH §4.6, KBB, P38): the receiver's signed prekey is stolen, and the receiver still held
+    // it when it accepted the message (WP-LIFE-08: the window closes when the key is deleted).
     if (copy.type === 'prekey') {
       const parsed = parsePreKeySignalMessage(copy.bytes);
       if (
         parsed.ok &&
+        (before === undefined || before.signedPreKeyIds.includes(parsed.value.signedPreKeyId)) &&
         this.compromises.some(
           (c) =>
             addressKey(c.address) === addressKey(address) &&
@@ -849,6 +917,14 @@ export class SecurityRecorder {
       detections: this.detections,
       replays,
       kciProbes: this.kciProbes,
+      kciWindows: this.kciWindows.map((w) => ({
+        label: w.label,
+        victim: w.install,
+        signedPreKeyIds: [...w.ids],
+        stolenAt: w.stolenAt,
+        retiredAt: w.retiredAt.size < w.ids.length ? null : Math.max(...w.retiredAt.values()),
+        closedAt: w.closedAt,
+      })),
       healed,
       refusals,
     };

@@ -570,7 +570,7 @@ class Simulation {
       if (model !== null) data.model = { path: [...model.path], state: model.state };
       this.event(install.name, 'step', data);
     }
-    this.adversary?.afterStep(install.name, install.address, outputs, install.engine.abstract());
+    this.adversary?.afterStep(install.name, install.address, outputs, install.engine.abstract(), input);
     for (const output of outputs) this.onOutput(install, output);
     if (install.alive && install.engine.hasWork()) this.armResend(install);
   }
@@ -1356,6 +1356,7 @@ class Simulation {
       detections: report.detections,
       replays: report.replays,
       kciProbes: report.kciProbes,
+      kciWindows: report.kciWindows,
       healed: report.healed,
       refusals: report.refusals,
       violations: report.violations.length,

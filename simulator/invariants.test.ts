@@ -1,0 +1,59 @@
+/**
+ * The revocation invariant under the rollback fault (simulator/invariants.ts): a device restored to
+ * an older snapshot has forgotten the removals it learned after it, so encrypting to such a device is
+ * what it must do until it learns again; a removal it knew at the snapshot still counts. Found by
+ * swarm seeds 46 and 65 of `default` (simulator/regressions/corpus.json).
+ */
+import { describe, expect, it } from 'vitest';
+import { nodeProvider } from '../spec/crypto/node.js';
+import type { ServerRequest } from '../spec/server-api.js';
+import type { Violation } from './api.js';
+import { Checker } from './invariants.js';
+
+/** A send of one copy to each of `deviceIds` of `bob` (the bytes are never parsed as a session). */
+function sendTo(deviceIds: readonly number[]): ServerRequest {
+  return {
+    kind: 'send',
+    sender: { userId: 'alice', deviceId: 1 },
+    messageId: 'ab'.repeat(16),
+    recipient: 'bob',
+    messages: deviceIds.map((deviceId) => ({
+      deviceId,
+      registrationId: 1,
+      type: 'whisper' as const,
+      bytes: Uint8Array.of(0),
+    })),
+  };
+}
+
+describe('revocation under rollback', () => {
+  it('a rolled-back device may encrypt to a device whose removal it learned after the snapshot, not to one it knew of then [WP-LIFE-04]', () => {
+    const found: Violation[] = [];
+    const checker = new Checker(nodeProvider, (v) => found.push(v));
+    let requestId = 0;
+    const emit = (t: number, deviceIds: readonly number[]): void => {
+      checker.at(t, t);
+      checker.requestEmitted('alice/1', ++requestId, sendTo(deviceIds));
+    };
+    checker.at(100, 1);
+    checker.deviceListChanged('alice/1', 'bob', [], [3]);
+    checker.at(300, 2);
+    checker.deviceListChanged('alice/1', 'bob', [], [2]);
+    emit(400, [1, 2]);
+    expect(found.map((v) => v.property)).toEqual(['revocation']);
+    // Restored to the state of t=200: device 2's removal is forgotten, device 3's is not.
+    checker.rolledBack('alice/1', 200);
+    emit(500, [1, 2]);
+    expect(found).toHaveLength(1);
+    emit(600, [1, 3]);
+    expect(found.map((v) => v.message)).toEqual([
+      'alice/1 encrypted to bob.2 after learning it was removed',
+      'alice/1 encrypted to bob.3 after learning it was removed',
+    ]);
+    // Learning it again counts again.
+    checker.at(700, 3);
+    checker.deviceListChanged('alice/1', 'bob', [], [2]);
+    emit(800, [1, 2]);
+    expect(found).toHaveLength(3);
+  });
+});
