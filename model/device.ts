@@ -94,6 +94,7 @@ import {
   pendingFor,
   pinContactLink,
   pollRelay,
+  namesPreKeyNotYetMade,
   preKeyUploadInFlight,
   prepareSessionsFromBundles,
   putTrust,
@@ -179,6 +180,7 @@ export const RULES: Readonly<Record<string, readonly WhitepaperRuleId[]>> = Obje
   retryNamesUnansweredSend: ['WP-XPORT-07'],
   ratchetDuplicate: ['WP-XPORT-02', 'WP-DR-10'],
   decryptionFailed: ['WP-SES-09', 'WP-SES-10', 'WP-XPORT-06'],
+  namesPreKeyNotYetMade: ['WP-LIFE-06'],
   initialMessageReplayed: ['WP-PQXDH-13'],
   forkEvidence: ['WP-SES-20'],
   senderIdentityMatchesList: ['WP-TRUST-05'],
@@ -246,6 +248,7 @@ export const RULES: Readonly<Record<string, readonly WhitepaperRuleId[]>> = Obje
   reportCloneDetected: ['WP-SES-20'],
   reportUndecryptable: ['WP-SES-09', 'WP-SES-10'],
   requestRetry: ['WP-XPORT-06'],
+  restockPreKeys: ['WP-LIFE-06', 'WP-SRV-09'],
   rejectIdentityMismatch: ['WP-TRUST-05'],
   commitSessions: ['WP-SES-02', 'WP-SES-10', 'WP-TRUST-07', 'WP-PQXDH-13', 'WP-SES-20'],
   reportMalformedPayload: ['WP-PAY-01'],
@@ -441,6 +444,10 @@ export function createDeviceMachine(env: Env) {
         );
       },
       decryptionFailed: ({ context }) => context.inFlight?.received?.ok !== true,
+      namesPreKeyNotYetMade: ({ context }) => {
+        const envelope = context.inFlight?.envelope;
+        return envelope !== undefined && namesPreKeyNotYetMade(context, envelope);
+      },
       initialMessageReplayed: ({ context }) => {
         const inFlight = context.inFlight;
         return (
@@ -733,6 +740,9 @@ export function createDeviceMachine(env: Env) {
           undecryptable(f, envelope, received.error);
       }),
       requestRetry: onEnvelope((f, envelope) => requestRetry(f, envelope.sender, envelope.messageId)),
+      // WP-LIFE-06: the server handed out a key of a state this device lost: upload a new batch, whose
+      // reused ids make the server drop the keys it cannot use (WP-SRV-09).
+      restockPreKeys: step((f) => replenishPreKeys(f, true)),
       rejectIdentityMismatch: onEnvelope((f, envelope) =>
         undecryptable(
           f,
@@ -1017,6 +1027,11 @@ export function createDeviceMachine(env: Env) {
                     guard: 'ratchetDuplicate',
                     target: 'next',
                     actions: ['dropDuplicateEnvelope', 'acknowledgeEnvelope'],
+                  },
+                  {
+                    guard: and(['decryptionFailed', 'namesPreKeyNotYetMade']),
+                    target: 'next',
+                    actions: ['reportUndecryptable', 'requestRetry', 'restockPreKeys', 'acknowledgeEnvelope'],
                   },
                   {
                     guard: 'decryptionFailed',

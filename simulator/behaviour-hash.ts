@@ -6,4 +6,4 @@
  */
 
 /** The behaviour hash of this build's protocol sources. */
-export const BEHAVIOUR_HASH = 'c6c6bd84da07645c8d86ea0e2c1ce4d2028130f9457db53807f17285af51635b';
+export const BEHAVIOUR_HASH = '12e8cd3fe7e75747c95457e68139c6c539d7a39fd74d29b50fb429cdc21768b3';

@@ -26,6 +26,7 @@ import { createDeviceMachine } from '../../model/device.js';
 import { listTransitions } from '../../tools/model-diagrams.js';
 import { CoverageTwin, fetchWith, forgeEnvelopes } from './device-paths-support.js';
 import { forkByRestoredCopy, replayInitialMessage, reviveOldSession } from './hardened-scenarios.js';
+import { restockAfterRestore } from './recovery-scenarios.js';
 
 /**
  * Transitions no input sequence can fire, each with the reason. The test fails if one of them
@@ -422,6 +423,13 @@ const SCENARIOS: Readonly<Record<string, Scenario>> = {
     w.send('alice', ['bob'], 'after two rotations');
     w.sync();
     w.compareAll('after rotations');
+    return w;
+  },
+
+  /** Recovery: a restored device restocks its prekeys [WP-LIFE-06]. */
+  recovery(fired) {
+    const w = new CoverageTwin('device-paths/restock', fired);
+    expect(restockAfterRestore(w).failures).toEqual(['UNKNOWN_KYBER_PREKEY']);
     return w;
   },
 
