@@ -812,6 +812,14 @@ function addContact(tx: Tx, link: ContactLink): void {
   requestDeviceList(tx, link.userId);
 }
 
+/**
+ * WP-TRUST-01: true while a chat started from a contact link has no accepted list: every list served
+ * so far failed the link's fingerprint, so nothing from that account can be verified yet.
+ */
+function awaitsContactLink(entry: TrustEntry | undefined): boolean {
+  return entry !== undefined && entry.expectedFingerprint !== null && entry.accountKey === null;
+}
+
 function requestDeviceList(tx: Tx, userId: UserId): void {
   if (tx.state.pending.some((p) => p.purpose.kind === 'device-list' && p.purpose.userId === userId)) return;
   issue(tx, { kind: 'device-list', userId }, { kind: 'get-device-list', userId });
@@ -1633,6 +1641,12 @@ function processEnvelope(tx: Tx, envelope: Envelope, listRefreshed: boolean): bo
     // WP-TRUST-05: only devices in the sender's verified list are heard; fetch the list once, then decide.
     if (!listRefreshed) {
       park(tx, envelope);
+      return false;
+    }
+    if (awaitsContactLink(trustOf(tx.state, sender.userId))) {
+      // WP-TRUST-01: no served list matched the contact link yet (it may predate an account reset):
+      // the envelope waits, unacknowledged, for a list that matches a link the user adds.
+      parkQuietly(tx, envelope);
       return false;
     }
     emit(tx, {

@@ -176,6 +176,7 @@ export const RULES: Readonly<Record<string, readonly WhitepaperRuleId[]>> = Obje
   senderAccountKeyPending: ['WP-TRUST-04'],
   senderListed: ['WP-TRUST-05'],
   listRefreshedSinceParked: ['WP-TRUST-05'],
+  senderAwaitsContactLink: ['WP-TRUST-01'],
   isRetryRequest: ['WP-XPORT-06', 'WP-SES-13'],
   retryNamesUnansweredSend: ['WP-XPORT-07'],
   ratchetDuplicate: ['WP-XPORT-02', 'WP-DR-10'],
@@ -237,7 +238,7 @@ export const RULES: Readonly<Record<string, readonly WhitepaperRuleId[]>> = Obje
   takeNextEnvelope: ['WP-XPORT-02'],
   skipParkedEnvelope: ['WP-TRUST-05'],
   rejectOwnSender: ['WP-SES-04'],
-  parkEnvelopeQuietly: ['WP-TRUST-04'],
+  parkEnvelopeQuietly: ['WP-TRUST-04', 'WP-TRUST-01'],
   parkEnvelope: ['WP-TRUST-05'],
   rejectUnlistedSender: ['WP-TRUST-05'],
   answerRetryRequest: ['WP-SES-13', 'WP-SES-14', 'WP-SES-21', 'WP-XPORT-06'],
@@ -429,6 +430,12 @@ export function createDeviceMachine(env: Env) {
         );
       },
       listRefreshedSinceParked: ({ context }) => context.inFlight?.listRefreshed === true,
+      // WP-TRUST-01: a chat started from a contact link whose served lists all failed the link yet.
+      senderAwaitsContactLink: ({ context }) => {
+        const sender = context.inFlight?.envelope.sender;
+        const trust = sender === undefined ? undefined : trustFor(context, sender.userId);
+        return trust !== undefined && trust.expectedFingerprint !== null && trust.accountKey === null;
+      },
       isRetryRequest: ({ context }) => context.inFlight?.envelope.type === 'retry-request',
       retryNamesUnansweredSend: ({ context }) => {
         const envelope = context.inFlight?.envelope;
@@ -996,6 +1003,12 @@ export function createDeviceMachine(env: Env) {
                   },
                   { guard: 'senderAccountKeyPending', target: 'next', actions: 'parkEnvelopeQuietly' },
                   { guard: 'senderListed', target: 'dispatchType' },
+                  // WP-TRUST-01: it waits, unacknowledged, for a list matching a link the user adds.
+                  {
+                    guard: and(['listRefreshedSinceParked', 'senderAwaitsContactLink']),
+                    target: 'next',
+                    actions: 'parkEnvelopeQuietly',
+                  },
                   {
                     guard: 'listRefreshedSinceParked',
                     target: 'next',

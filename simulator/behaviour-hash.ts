@@ -6,4 +6,4 @@
  */
 
 /** The behaviour hash of this build's protocol sources. */
-export const BEHAVIOUR_HASH = '12e8cd3fe7e75747c95457e68139c6c539d7a39fd74d29b50fb429cdc21768b3';
+export const BEHAVIOUR_HASH = '0241f57185ff46ce82340bd236825523eacc2928e6379d66534d9c79b3048592';

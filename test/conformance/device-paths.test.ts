@@ -26,7 +26,7 @@ import { createDeviceMachine } from '../../model/device.js';
 import { listTransitions } from '../../tools/model-diagrams.js';
 import { CoverageTwin, fetchWith, forgeEnvelopes } from './device-paths-support.js';
 import { forkByRestoredCopy, replayInitialMessage, reviveOldSession } from './hardened-scenarios.js';
-import { restockAfterRestore } from './recovery-scenarios.js';
+import { linkBeforeReset, restockAfterRestore } from './recovery-scenarios.js';
 
 /**
  * Transitions no input sequence can fire, each with the reason. The test fails if one of them
@@ -426,10 +426,12 @@ const SCENARIOS: Readonly<Record<string, Scenario>> = {
     return w;
   },
 
-  /** Recovery: a restored device restocks its prekeys [WP-LIFE-06]. */
+  /** Recovery: a restored device restocks its prekeys; a stale contact link waits for a new one [WP-LIFE-06] [WP-TRUST-01]. */
   recovery(fired) {
-    const w = new CoverageTwin('device-paths/restock', fired);
-    expect(restockAfterRestore(w).failures).toEqual(['UNKNOWN_KYBER_PREKEY']);
+    const restock = restockAfterRestore(new CoverageTwin('device-paths/restock', fired));
+    expect(restock.failures).toEqual(['UNKNOWN_KYBER_PREKEY']);
+    const w = new CoverageTwin('device-paths/link-reset', fired);
+    expect(linkBeforeReset(w).textsAfterNewLink).toEqual(['after my reset']);
     return w;
   },
 
