@@ -19,7 +19,7 @@ import type { AppPayload } from '../spec/payload.js';
 import type { ProvisioningCode } from '../spec/provisioning.js';
 import type { SecurityOptions } from '../spec/security-mode.js';
 import type { Envelope, ServerRequest, ServerResponse } from '../spec/server-api.js';
-import type { ModelReceived, ModelSesame, ModelUserRecord, SessionsUsed } from './sesame.js';
+import type { ModelReceived, ModelSesame, ModelUserRecord } from './sesame.js';
 import type { ModelChainSighting, ModelInitialMessage, ModelSightingCheck } from './hardening.js';
 import type { ModelPreKeys } from './sesame-sessions.js';
 

@@ -6,4 +6,4 @@
  */
 
 /** The behaviour hash of this build's protocol sources. */
-export const BEHAVIOUR_HASH = '0241f57185ff46ce82340bd236825523eacc2928e6379d66534d9c79b3048592';
+export const BEHAVIOUR_HASH = 'bf6045001d6e44ced96e4d3dd75ac621dcc932bee266ccc8958b82fc93df385b';
