@@ -32,6 +32,7 @@ import {
   CHAIN_SIGHTINGS_CAPACITY,
   INITIAL_REPLAY_CACHE_CAPACITY,
   MAX_DEVICES_PER_ACCOUNT,
+  MAX_ONE_TIME_PREKEYS,
   MAX_SEND_ATTEMPTS,
   MAX_SIGNED_PREKEYS,
   SIGNED_PREKEY_GRACE_PERIOD,
@@ -809,6 +810,14 @@ function addContact(tx: Tx, link: ContactLink): void {
   const existing = trustOf(tx.state, link.userId);
   setTrust(tx, { ...(existing ?? emptyTrust(link.userId)), expectedFingerprint: link });
   requestDeviceList(tx, link.userId);
+}
+
+/**
+ * WP-TRUST-01: true while a chat started from a contact link has no accepted list: every list served
+ * so far failed the link's fingerprint, so nothing from that account can be verified yet.
+ */
+function awaitsContactLink(entry: TrustEntry | undefined): boolean {
+  return entry !== undefined && entry.expectedFingerprint !== null && entry.accountKey === null;
 }
 
 function requestDeviceList(tx: Tx, userId: UserId): void {
@@ -1643,6 +1652,12 @@ function processEnvelope(tx: Tx, envelope: Envelope, listRefreshed: boolean): bo
       park(tx, envelope);
       return false;
     }
+    if (awaitsContactLink(trustOf(tx.state, sender.userId))) {
+      // WP-TRUST-01: no served list matched the contact link yet (it may predate an account reset):
+      // the envelope waits, unacknowledged, for a list that matches a link the user adds.
+      parkQuietly(tx, envelope);
+      return false;
+    }
     emit(tx, {
       kind: 'undecryptable',
       from: sender,
@@ -1689,6 +1704,9 @@ function processEnvelope(tx: Tx, envelope: Envelope, listRefreshed: boolean): bo
     // Sesame §4.1: report it and ask the sender to resend.
     emit(tx, { kind: 'undecryptable', from: sender, messageId: envelope.messageId, error: received.error });
     requestRetry(tx, sender, envelope.messageId);
+    // WP-LIFE-06: a prekey id this device has not made yet was uploaded by a later state of it (it was
+    // restored from an older copy): a new batch makes the server replace the keys it cannot use.
+    if (namesPreKeyNotYetMade(tx.state, envelope)) replenishPreKeys(tx, true);
     return true;
   }
   const sighting = sightChain(tx.state, sender, envelope, received.value.state);
@@ -1993,11 +2011,19 @@ function onRetryRequest(tx: Tx, requester: DeviceAddress, bytes: Uint8Array): vo
 // ---------------------------------------------------------------------------------------------
 // Prekeys
 
-/** WP-LIFE-06: keep one-time prekeys stocked: below the low-water mark, generate and upload a batch. */
-function replenishPreKeys(tx: Tx): void {
+/**
+ * WP-LIFE-06: keep one-time prekeys stocked: below the low-water mark, generate and upload a batch.
+ * `restock` (evidence that the server holds keys this device no longer has) makes a batch of each kind
+ * held fewer than MAX_ONE_TIME_PREKEYS times, whatever the low-water mark says.
+ */
+function replenishPreKeys(tx: Tx, restock = false): void {
   const prekeys = tx.state.prekeys;
-  const needEc = prekeys.oneTimePreKeys.length < ONE_TIME_PREKEY_LOW_WATER;
-  const needKyber = prekeys.kyberPreKeys.filter((k) => !k.lastResort).length < KYBER_PREKEY_LOW_WATER;
+  const heldEc = prekeys.oneTimePreKeys.length;
+  const heldKyber = prekeys.kyberPreKeys.filter((k) => !k.lastResort).length;
+  // WP-LIFE-06: a restock is bounded by what the server would store, so forged evidence cannot grow
+  // the device's key store without limit.
+  const needEc = restock ? heldEc < MAX_ONE_TIME_PREKEYS : heldEc < ONE_TIME_PREKEY_LOW_WATER;
+  const needKyber = restock ? heldKyber < MAX_ONE_TIME_PREKEYS : heldKyber < KYBER_PREKEY_LOW_WATER;
   if (!needEc && !needKyber) return;
   if (tx.state.pending.some((p) => p.purpose.kind === 'upload-prekeys')) return;
   const fromPreKeyId = tx.state.nextPreKeyId;
@@ -2020,6 +2046,21 @@ function replenishPreKeys(tx: Tx): void {
     tx,
     { kind: 'upload-prekeys' },
     { kind: 'upload-prekeys', device: ownAddress(tx.state), preKeys: upload },
+  );
+}
+
+/**
+ * WP-LIFE-06: true when `envelope` is a PreKey message naming a one-time EC or Kyber prekey id at or
+ * above the next id this device would give: no state of this device made it yet, so the server
+ * handed out a key uploaded by a state the device lost (restored from an older copy).
+ */
+function namesPreKeyNotYetMade(state: DeviceState, envelope: Envelope): boolean {
+  if (envelope.type !== 'prekey') return false;
+  const parsed = parsePreKeySignalMessage(envelope.bytes);
+  if (!parsed.ok) return false;
+  const { preKeyId, kyberPreKeyId } = parsed.value;
+  return (
+    (preKeyId !== undefined && preKeyId >= state.nextPreKeyId) || kyberPreKeyId >= state.nextKyberPreKeyId
   );
 }
 

@@ -883,15 +883,84 @@ describe('prekey directory', () => {
     expect(after?.signedPreKeyId).toBe(9);
   });
 
-  it('upload-prekeys refuses ids already stored, totals over the limit and unknown devices [WP-SRV-09]', () => {
+  it('upload-prekeys answers a repeat of an applied upload ok and changes nothing [WP-SRV-09]', () => {
+    // bob.1's registration upload, sent again (its answer lost): its one-time EC id 1 and one-time
+    // Kyber id 1 are still stored with the same keys.
+    const repeat: ServerRequest = { kind: 'upload-prekeys', device: b1.address, preKeys: uploadOf(b1.keys) };
+    const frozen = deepFreeze(WORLD);
+    const result = step(frozen, deepFreeze(repeat));
+    expect(result.response).toEqual({ kind: 'ok' });
+    expect(result.state).toBe(frozen);
+    // A repeat after some of its keys went out does not bring those keys back.
+    const served = bundlesOf(WORLD, 'bob', [1]);
+    const after = step(served.state, repeat);
+    expect(after.response).toEqual({ kind: 'ok' });
+    expect(after.state).toBe(served.state);
+  });
+
+  it('upload-prekeys that reuses a stored one-time id under another key replaces that kind of stored keys [WP-SRV-09]', () => {
+    const env = { crypto: c, rng: seededRng('server-test/reused-id') };
+    const identity = b1.keys.identityKeyPair;
+    const stored = uploadOf(b1.keys);
+    const storedEc = stored.oneTimePreKeys.map((k) => k.keyId);
+    const storedKyber = stored.kyberPreKeys.filter((k) => !k.lastResort).map((k) => k.keyId);
+    const reusedEc = storedEc[storedEc.length - 1];
+    const reusedKyber = storedKyber[0];
+    if (storedEc.length < 2 || reusedEc === undefined || reusedKyber === undefined)
+      throw new Error('fixture');
+    // A device restored from an older copy of its state makes new keys under ids it had uploaded.
+    const ec = generateOneTimePreKey(env, reusedEc);
+    const kyber = generateKyberPreKey(env, identity, reusedKyber, false);
+    const upload = (oneTime: boolean): ServerRequest => ({
+      kind: 'upload-prekeys',
+      device: b1.address,
+      preKeys: {
+        ...stored,
+        oneTimePreKeys: oneTime ? [{ keyId: ec.keyId, publicKey: ec.keyPair.publicKey }] : [],
+        kyberPreKeys: oneTime
+          ? []
+          : [
+              {
+                keyId: kyber.keyId,
+                publicKey: kyber.publicKey,
+                signature: kyber.signature,
+                lastResort: false,
+              },
+            ],
+      },
+    });
+    const afterEc = ok(WORLD, upload(true));
+    const devOf = (state: ServerState) =>
+      abstractServer(c, state)
+        .accounts.find((a) => a.userId === 'bob')
+        ?.devices.find((d) => d.deviceId === 1);
+    // Every stored one-time EC key went, the new one alone is left; the Kyber keys are untouched.
+    expect(devOf(afterEc)?.oneTimePreKeys).toBe(1);
+    expect(devOf(afterEc)?.oneTimeKyberPreKeys).toBe(devOf(WORLD)?.oneTimeKyberPreKeys);
+    const first = bundlesOf(afterEc, 'bob', [1]);
+    if (first.response.kind !== 'bundles') throw new Error('no bundle');
+    expect(first.response.bundles[0]?.preKeyId).toBe(reusedEc);
+    expect(first.response.bundles[0]?.preKey).toEqual(ec.keyPair.publicKey);
+    const second = bundlesOf(first.state, 'bob', [1]);
+    if (second.response.kind !== 'bundles') throw new Error('no bundle');
+    expect(second.response.bundles[0]?.preKeyId).toBeNull();
+    // The same for one-time Kyber keys.
+    const afterKyber = ok(WORLD, upload(false));
+    expect(devOf(afterKyber)?.oneTimeKyberPreKeys).toBe(1);
+    expect(devOf(afterKyber)?.oneTimePreKeys).toBe(devOf(WORLD)?.oneTimePreKeys);
+    const kyberBundle = bundlesOf(afterKyber, 'bob', [1]);
+    if (kyberBundle.response.kind !== 'bundles') throw new Error('no bundle');
+    expect(kyberBundle.response.bundles[0]?.kyberPreKeyId).toBe(reusedKyber);
+    expect(kyberBundle.response.bundles[0]?.kyberPreKey).toEqual(kyber.publicKey);
+  });
+
+  it('upload-prekeys refuses a one-time Kyber id equal to the last resort, totals over the limit and unknown devices [WP-SRV-08] [WP-SRV-09]', () => {
     const stored = uploadOf(b1.keys);
     const replenish = (preKeys: PreKeyUpload): ServerRequest => ({
       kind: 'upload-prekeys',
       device: b1.address,
       preKeys,
     });
-    // One-time EC id 1 is still stored; Kyber id 1 (one-time) too; the stored last resort is id 2.
-    expectError(WORLD, replenish({ ...stored, kyberPreKeys: [] }), 'SERVER_PREKEY_DUPLICATE_ID');
     const lastResort = stored.kyberPreKeys.find((k) => k.lastResort);
     if (lastResort === undefined) throw new Error('fixture');
     expectError(

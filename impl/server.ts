@@ -514,14 +514,34 @@ function registeredPreKeys(upload: ValidatedUpload): Result<ServerPreKeys> {
   });
 }
 
+/** WP-SRV-09: true when the upload names a stored one-time key (EC or Kyber) by id and public key. */
+function repeatsStoredKey(stored: ServerPreKeys, upload: ValidatedUpload): boolean {
+  const same = (a: StoredOneTimePreKey, b: StoredOneTimePreKey): boolean =>
+    a.keyId === b.keyId && equalBytes(a.publicKey, b.publicKey);
+  return (
+    upload.oneTimePreKeys.some((key) => stored.oneTimePreKeys.some((s) => same(s, key))) ||
+    upload.kyberPreKeys.some((key) => stored.kyberPreKeys.some((s) => same(s, key)))
+  );
+}
+
 /**
- * WP-SRV-09: merges a replenishment into the stored directory: one-time keys appended (ids unique
- * against the stored ones, totals bounded), the signed prekey replaced when its id is greater
- * (WP-SRV-28) and, if present, the last-resort Kyber prekey replaced.
+ * WP-SRV-09: one kind of one-time keys after an upload: appended to the stored ones, or, when an
+ * uploaded id is already stored (under another key: repeats were answered before), replacing them
+ * all, because the device no longer holds the stored keys of that kind.
+ */
+function mergedOneTimeKeys<K extends StoredOneTimePreKey>(stored: readonly K[], uploaded: readonly K[]): K[] {
+  const reused = uploaded.some((key) => stored.some((s) => s.keyId === key.keyId));
+  return reused ? [...uploaded] : [...stored, ...uploaded];
+}
+
+/**
+ * WP-SRV-09: merges a replenishment into the stored directory: one-time keys appended (or replacing
+ * the stored ones of their kind when the device reused an id), totals bounded, the signed prekey
+ * replaced when its id is greater (WP-SRV-28) and, if present, the last-resort Kyber prekey replaced.
  */
 function replenishedPreKeys(stored: ServerPreKeys, upload: ValidatedUpload): Result<ServerPreKeys> {
-  const oneTimePreKeys = [...stored.oneTimePreKeys, ...upload.oneTimePreKeys];
-  const kyberPreKeys = [...stored.kyberPreKeys, ...upload.kyberPreKeys];
+  const oneTimePreKeys = mergedOneTimeKeys(stored.oneTimePreKeys, upload.oneTimePreKeys);
+  const kyberPreKeys = mergedOneTimeKeys(stored.kyberPreKeys, upload.kyberPreKeys);
   const lastResortKyberPreKey = upload.lastResortKyberPreKey ?? stored.lastResortKyberPreKey;
   // WP-SRV-08: bounded per device.
   if (oneTimePreKeys.length > MAX_ONE_TIME_PREKEYS || kyberPreKeys.length > MAX_ONE_TIME_PREKEYS) {
@@ -531,12 +551,9 @@ function replenishedPreKeys(stored: ServerPreKeys, upload: ValidatedUpload): Res
       limit: MAX_ONE_TIME_PREKEYS,
     });
   }
-  // WP-SRV-08: an id names one key: no clash with a stored one-time key or the last resort.
-  if (
-    hasDuplicates(oneTimePreKeys.map((key) => key.keyId)) ||
-    hasDuplicates([...kyberPreKeys.map((key) => key.keyId), lastResortKyberPreKey.keyId])
-  ) {
-    return reject('SERVER_PREKEY_DUPLICATE_ID', 'an uploaded prekey id is already stored');
+  // WP-SRV-08: an id names one key: no one-time Kyber key shares the last resort's id.
+  if (hasDuplicates([...kyberPreKeys.map((key) => key.keyId), lastResortKyberPreKey.keyId])) {
+    return reject('SERVER_PREKEY_DUPLICATE_ID', "a one-time Kyber prekey id is the last resort's");
   }
   // WP-SRV-28: only a newer signed prekey replaces the stored one, so a delayed or duplicated older
   // upload cannot bring back a key its device has retired and deleted (WP-LIFE-08).
@@ -794,6 +811,9 @@ function uploadPreKeys(
   const { address, account, device } = acting.value;
   const validated = validatePreKeyUpload(c, device.identityKey, request.preKeys, 'replenish');
   if (!validated.ok) return failWith(state, validated.error);
+  // WP-SRV-09: an upload that repeats a stored one-time key was applied before (a resend whose answer
+  // was lost, or a network duplicate): applying it again could hand out keys already used.
+  if (repeatsStoredKey(device.preKeys, validated.value)) return { state, response: OK };
   const merged = replenishedPreKeys(device.preKeys, validated.value);
   if (!merged.ok) return failWith(state, merged.error);
   return { state: withDevice(state, address, account, { ...device, preKeys: merged.value }), response: OK };

@@ -12,7 +12,12 @@
 import { decryptAttachment, encryptAttachment, type AttachmentPointer } from '../spec/attachment.js';
 import { planted } from '../spec/bugs.js';
 import { equalBytes } from '../spec/bytes.js';
-import { MAX_DEVICES_PER_ACCOUNT, MAX_SEND_ATTEMPTS, MAX_SIGNED_PREKEYS } from '../spec/constants.js';
+import {
+  MAX_DEVICES_PER_ACCOUNT,
+  MAX_ONE_TIME_PREKEYS,
+  MAX_SEND_ATTEMPTS,
+  MAX_SIGNED_PREKEYS,
+} from '../spec/constants.js';
 import { checkContactLink, type ContactLink } from '../spec/contact-link.js';
 import {
   decodeDeviceList,
@@ -89,6 +94,7 @@ import {
   drawKyberPreKey,
   drawOneTimePreKey,
   drawSignedPreKey,
+  parsePreKeySignalMessage,
   type ModelPreKeys,
 } from './sesame-sessions.js';
 
@@ -384,10 +390,15 @@ export function registerLinkedDevice(f: Frame): void {
 }
 
 /** WP-LIFE-06: below the low-water marks, draw a batch and upload it (one upload at a time). */
-export function replenishPreKeys(f: Frame): void {
+export function replenishPreKeys(f: Frame, restock = false): void {
   const prekeys = f.ctx.prekeys;
-  const needEc = prekeys.oneTimePreKeys.length < EC_PREKEY_LOW_WATER;
-  const needKyber = prekeys.kyberPreKeys.filter((k) => !k.lastResort).length < KYBER_LOW_WATER;
+  const ecHeld = prekeys.oneTimePreKeys.length;
+  const kyberHeld = prekeys.kyberPreKeys.filter((k) => !k.lastResort).length;
+  // WP-LIFE-06: a restock (the server hands out keys this device no longer has) makes a batch of
+  // every kind held fewer than MAX_ONE_TIME_PREKEYS times; the bound keeps forged evidence from
+  // growing the key store without end.
+  const needEc = restock ? ecHeld < MAX_ONE_TIME_PREKEYS : ecHeld < EC_PREKEY_LOW_WATER;
+  const needKyber = restock ? kyberHeld < MAX_ONE_TIME_PREKEYS : kyberHeld < KYBER_LOW_WATER;
   if (!needEc && !needKyber) return;
   if (f.ctx.pending.some((p) => p.purpose.kind === 'upload-prekeys')) return;
   const fromPreKeyId = f.ctx.nextPreKeyId;
@@ -412,6 +423,20 @@ export function replenishPreKeys(f: Frame): void {
       preKeys: preKeyUploadOf(updated, { fromPreKeyId, fromKyberId }),
     },
   );
+}
+
+/**
+ * WP-LIFE-06: the envelope is a PreKey message naming a one-time EC or Kyber prekey id this device
+ * has not given out yet (at or above its next id of that kind): it was made from a key that a later
+ * state of this device uploaded, a state it lost when it was restored from an older copy.
+ */
+export function namesPreKeyNotYetMade(ctx: DeviceContext, envelope: Envelope): boolean {
+  if (envelope.type !== 'prekey') return false;
+  const message = parsePreKeySignalMessage(envelope.bytes);
+  if (!message.ok) return false;
+  const ecId = message.value.preKeyId;
+  if (ecId !== undefined && ecId >= ctx.nextPreKeyId) return true;
+  return message.value.kyberPreKeyId >= ctx.nextKyberPreKeyId;
 }
 
 /** True while a prekey upload waits for its answer (uploads go one at a time, WP-LIFE-06/07). */

@@ -94,6 +94,7 @@ import {
   pendingFor,
   pinContactLink,
   pollRelay,
+  namesPreKeyNotYetMade,
   preKeyUploadInFlight,
   prepareSessionsFromBundles,
   putTrust,
@@ -175,10 +176,12 @@ export const RULES: Readonly<Record<string, readonly WhitepaperRuleId[]>> = Obje
   senderAccountKeyPending: ['WP-TRUST-04'],
   senderListed: ['WP-TRUST-05'],
   listRefreshedSinceParked: ['WP-TRUST-05'],
+  senderAwaitsContactLink: ['WP-TRUST-01'],
   isRetryRequest: ['WP-XPORT-06', 'WP-SES-13'],
   retryNamesUnansweredSend: ['WP-XPORT-07'],
   ratchetDuplicate: ['WP-XPORT-02', 'WP-DR-10'],
   decryptionFailed: ['WP-SES-09', 'WP-SES-10', 'WP-XPORT-06'],
+  namesPreKeyNotYetMade: ['WP-LIFE-06'],
   initialMessageReplayed: ['WP-PQXDH-13'],
   forkEvidence: ['WP-SES-20'],
   senderIdentityMatchesList: ['WP-TRUST-05'],
@@ -235,7 +238,7 @@ export const RULES: Readonly<Record<string, readonly WhitepaperRuleId[]>> = Obje
   takeNextEnvelope: ['WP-XPORT-02'],
   skipParkedEnvelope: ['WP-TRUST-05'],
   rejectOwnSender: ['WP-SES-04'],
-  parkEnvelopeQuietly: ['WP-TRUST-04'],
+  parkEnvelopeQuietly: ['WP-TRUST-04', 'WP-TRUST-01'],
   parkEnvelope: ['WP-TRUST-05'],
   rejectUnlistedSender: ['WP-TRUST-05'],
   answerRetryRequest: ['WP-SES-13', 'WP-SES-14', 'WP-SES-21', 'WP-XPORT-06'],
@@ -246,6 +249,7 @@ export const RULES: Readonly<Record<string, readonly WhitepaperRuleId[]>> = Obje
   reportCloneDetected: ['WP-SES-20'],
   reportUndecryptable: ['WP-SES-09', 'WP-SES-10'],
   requestRetry: ['WP-XPORT-06'],
+  restockPreKeys: ['WP-LIFE-06', 'WP-SRV-09'],
   rejectIdentityMismatch: ['WP-TRUST-05'],
   commitSessions: ['WP-SES-02', 'WP-SES-10', 'WP-TRUST-07', 'WP-PQXDH-13', 'WP-SES-20'],
   reportMalformedPayload: ['WP-PAY-01'],
@@ -426,6 +430,12 @@ export function createDeviceMachine(env: Env) {
         );
       },
       listRefreshedSinceParked: ({ context }) => context.inFlight?.listRefreshed === true,
+      // WP-TRUST-01: a chat started from a contact link whose served lists all failed the link yet.
+      senderAwaitsContactLink: ({ context }) => {
+        const sender = context.inFlight?.envelope.sender;
+        const trust = sender === undefined ? undefined : trustFor(context, sender.userId);
+        return trust !== undefined && trust.expectedFingerprint !== null && trust.accountKey === null;
+      },
       isRetryRequest: ({ context }) => context.inFlight?.envelope.type === 'retry-request',
       retryNamesUnansweredSend: ({ context }) => {
         const envelope = context.inFlight?.envelope;
@@ -441,6 +451,10 @@ export function createDeviceMachine(env: Env) {
         );
       },
       decryptionFailed: ({ context }) => context.inFlight?.received?.ok !== true,
+      namesPreKeyNotYetMade: ({ context }) => {
+        const envelope = context.inFlight?.envelope;
+        return envelope !== undefined && namesPreKeyNotYetMade(context, envelope);
+      },
       initialMessageReplayed: ({ context }) => {
         const inFlight = context.inFlight;
         return (
@@ -733,6 +747,9 @@ export function createDeviceMachine(env: Env) {
           undecryptable(f, envelope, received.error);
       }),
       requestRetry: onEnvelope((f, envelope) => requestRetry(f, envelope.sender, envelope.messageId)),
+      // WP-LIFE-06: the server handed out a key of a state this device lost: upload a new batch, whose
+      // reused ids make the server drop the keys it cannot use (WP-SRV-09).
+      restockPreKeys: step((f) => replenishPreKeys(f, true)),
       rejectIdentityMismatch: onEnvelope((f, envelope) =>
         undecryptable(
           f,
@@ -986,6 +1003,12 @@ export function createDeviceMachine(env: Env) {
                   },
                   { guard: 'senderAccountKeyPending', target: 'next', actions: 'parkEnvelopeQuietly' },
                   { guard: 'senderListed', target: 'dispatchType' },
+                  // WP-TRUST-01: it waits, unacknowledged, for a list matching a link the user adds.
+                  {
+                    guard: and(['listRefreshedSinceParked', 'senderAwaitsContactLink']),
+                    target: 'next',
+                    actions: 'parkEnvelopeQuietly',
+                  },
                   {
                     guard: 'listRefreshedSinceParked',
                     target: 'next',
@@ -1017,6 +1040,11 @@ export function createDeviceMachine(env: Env) {
                     guard: 'ratchetDuplicate',
                     target: 'next',
                     actions: ['dropDuplicateEnvelope', 'acknowledgeEnvelope'],
+                  },
+                  {
+                    guard: and(['decryptionFailed', 'namesPreKeyNotYetMade']),
+                    target: 'next',
+                    actions: ['reportUndecryptable', 'requestRetry', 'restockPreKeys', 'acknowledgeEnvelope'],
                   },
                   {
                     guard: 'decryptionFailed',

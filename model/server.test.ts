@@ -762,8 +762,8 @@ describe('prekeys and bundles', () => {
       }),
       'SERVER_PREKEY_SIGNATURE_INVALID',
     );
-    // Against the stored keys: the ids 1 and 2 are taken, and totals are bounded per device.
-    expectError(runner, replenish(a1, { ...base, oneTimePreKeys: [oneTime] }), 'SERVER_PREKEY_DUPLICATE_ID');
+    // Against the stored keys: the last resort's id 2 is no one-time Kyber id, and totals are bounded
+    // per device.
     expectError(
       runner,
       replenish(a1, { ...base, kyberPreKeys: [{ ...kyber, keyId: 2 }] }),
@@ -803,6 +803,43 @@ describe('prekeys and bundles', () => {
       oneTimeKyberPreKeys: 2,
       lastResortKyberPreKeyId: 4,
     });
+  });
+
+  it('answers a repeat of an applied upload ok and changes nothing, even after some of its keys went out [WP-SRV-09]', () => {
+    const runner = world();
+    const before = serverOf(runner);
+    // alice.1's registration keys again (one-time EC 1 and 2, one-time Kyber 1, last resort 2).
+    expect(runner.handle(deepFreeze(replenish(a1, own)), T0)).toEqual({ kind: 'ok' });
+    expect(serverOf(runner)).toBe(before);
+    expect(bundles(runner, 'alice', [1])[0]?.preKeyId).toBe(1);
+    const served = serverOf(runner);
+    expect(runner.handle(deepFreeze(replenish(a1, own)), T0)).toEqual({ kind: 'ok' });
+    expect(serverOf(runner)).toBe(served);
+    expect(deviceAbstract(runner, a1.address)).toMatchObject({ oneTimePreKeys: 1, oneTimeKyberPreKeys: 0 });
+  });
+
+  it('an upload reusing a stored one-time id under another key replaces every stored key of that kind [WP-SRV-09]', () => {
+    const rng = seededRng('model-server-test/reused-id');
+    // A device restored from an older copy of its state makes new keys under ids it had uploaded.
+    const reusedEc = { keyId: 2, publicKey: generateKeyPair(c, rng).publicKey };
+    const reusedKyber = signedKyber(a1.identity, rng, 1, false);
+    const runner = world();
+    expectOk(runner, replenish(a1, { ...base, oneTimePreKeys: [reusedEc] }));
+    expect(deviceAbstract(runner, a1.address)).toMatchObject({ oneTimePreKeys: 1, oneTimeKyberPreKeys: 1 });
+    const [first] = bundles(runner, 'alice', [1]);
+    expect(first?.preKeyId).toBe(2);
+    expect(first?.preKey).toEqual(reusedEc.publicKey);
+    expect(bundles(runner, 'alice', [1])[0]?.preKeyId).toBeNull();
+    const other = world();
+    expectOk(other, replenish(a1, { ...base, kyberPreKeys: [reusedKyber] }));
+    expect(deviceAbstract(other, a1.address)).toMatchObject({ oneTimePreKeys: 2, oneTimeKyberPreKeys: 1 });
+    const [kyberFirst] = bundles(other, 'alice', [1]);
+    expect(kyberFirst?.kyberPreKeyId).toBe(1);
+    expect(kyberFirst?.kyberPreKey).toEqual(reusedKyber.publicKey);
+    // Without a reused id the upload is appended as before.
+    const appended = world();
+    expectOk(appended, replenish(a1, { ...base, oneTimePreKeys: [{ ...reusedEc, keyId: 3 }] }));
+    expect(deviceAbstract(appended, a1.address)).toMatchObject({ oneTimePreKeys: 3 });
   });
 
   it('replaces the signed prekey only with a greater id; an older upload still adds its one-time keys [WP-SRV-28]', () => {

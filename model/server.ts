@@ -458,6 +458,40 @@ function storedSignedPreKey(key: ModelSignedPreKey): ModelSignedPreKey {
   return { keyId: key.keyId, publicKey: copyBytes(key.publicKey), signature: copyBytes(key.signature) };
 }
 
+/**
+ * WP-SRV-09: the stored one-time keys of one kind after a replenishment. Normally the upload's keys
+ * join the end of the queue; if one of their ids is already stored (with another key: a repeat was
+ * answered earlier), the device made new keys under ids it had used, so it no longer holds the stored
+ * ones, and the upload's keys take their place.
+ */
+function oneTimeKeysAfterUpload<K extends ModelPreKey>(
+  stored: readonly K[],
+  uploaded: readonly K[],
+): readonly K[] {
+  const idReused = stored.some((key) => uploaded.some((u) => u.keyId === key.keyId));
+  return idReused ? uploaded : [...stored, ...uploaded];
+}
+
+/** WP-SRV-09: the device's one-time keys and last resort once `upload` is merged in. */
+function preKeysAfterReplenishment(
+  device: ModelDevice,
+  upload: ShapedUpload,
+): Pick<ModelDevice, 'oneTimePreKeys' | 'oneTimeKyberPreKeys' | 'lastResortKyberPreKey'> {
+  const lastResort = upload.kyberPreKeys.find((key) => key.lastResort);
+  return {
+    oneTimePreKeys: oneTimeKeysAfterUpload(
+      device.oneTimePreKeys,
+      upload.oneTimePreKeys.map((key) => ({ keyId: key.keyId, publicKey: copyBytes(key.publicKey) })),
+    ),
+    oneTimeKyberPreKeys: oneTimeKeysAfterUpload(
+      device.oneTimeKyberPreKeys,
+      upload.kyberPreKeys.filter((key) => !key.lastResort).map(storedSignedPreKey),
+    ),
+    lastResortKyberPreKey:
+      lastResort === undefined ? device.lastResortKyberPreKey : storedSignedPreKey(lastResort),
+  };
+}
+
 /** The directory entry a registration stores (WP-SRV-08: exactly one last-resort Kyber prekey). */
 function registeredPreKeys(
   upload: ShapedUpload,
@@ -774,8 +808,9 @@ export const RULES: Readonly<Record<string, readonly WhitepaperRuleId[]>> = Obje
   kyberPreKeysDecode: ['WP-SRV-08', 'WP-KEYS-05'],
   signedPreKeySignatureVerifies: ['WP-SRV-08', 'WP-PQXDH-01'],
   kyberPreKeySignaturesVerify: ['WP-SRV-08', 'WP-PQXDH-01'],
-  deviceOneTimeTotalsWithinLimit: ['WP-SRV-08'],
-  uploadIdsUnusedOnDevice: ['WP-SRV-08'],
+  uploadRepeatsStoredKey: ['WP-SRV-09'],
+  deviceOneTimeTotalsWithinLimit: ['WP-SRV-08', 'WP-SRV-09'],
+  oneTimeKyberIdsAvoidLastResort: ['WP-SRV-08'],
   // Guards: acting devices.
   requesterAddressWellFormed: ['WP-SRV-01'],
   requesterAccountExists: ['WP-SRV-12'],
@@ -1011,7 +1046,7 @@ function preKeyChecks(mode: UploadMode, done: string) {
     ),
     checkKyberSignatures: check(
       'kyberPreKeySignaturesVerify',
-      mode === 'register' ? done : 'checkDeviceTotals',
+      mode === 'register' ? done : 'checkRepeat',
       'SERVER_PREKEY_SIGNATURE_INVALID',
       'Kyber prekey signature does not verify',
     ),
@@ -1021,6 +1056,13 @@ function preKeyChecks(mode: UploadMode, done: string) {
       ? base
       : {
           ...base,
+          // WP-SRV-09: a repeat of an upload already applied is answered ok and changes nothing.
+          checkRepeat: {
+            always: [
+              { guard: 'uploadRepeatsStoredKey', target: SERVING, actions: 'answerOk' },
+              { target: 'checkDeviceTotals' },
+            ],
+          } as const,
           // WP-SRV-08: the device's totals and ids after the merge (replenishment only).
           checkDeviceTotals: check(
             'deviceOneTimeTotalsWithinLimit',
@@ -1029,10 +1071,10 @@ function preKeyChecks(mode: UploadMode, done: string) {
             'the device would hold too many one-time prekeys',
           ),
           checkStoredIds: check(
-            'uploadIdsUnusedOnDevice',
+            'oneTimeKyberIdsAvoidLastResort',
             done,
             'SERVER_PREKEY_DUPLICATE_ID',
-            'an uploaded prekey id is already stored',
+            "a one-time Kyber prekey id is the last resort's",
           ),
         };
   return { initial: 'checkObject', states } as const;
@@ -1299,26 +1341,33 @@ export function createServerMachine(env: ServerMachineEnv) {
           xeddsaVerify(c, identityKey, key.publicKey, key.signature),
         );
       },
-      deviceOneTimeTotalsWithinLimit: ({ context }) => {
+      uploadRepeatsStoredKey: ({ context }) => {
         const upload = requireShapedUpload(context);
         const { device } = requireRequester(context);
+        const isStored = (stored: readonly ModelPreKey[], key: ModelPreKey): boolean =>
+          stored.some((s) => s.keyId === key.keyId && equalBytes(s.publicKey, key.publicKey));
         return (
-          device.oneTimePreKeys.length + upload.oneTimePreKeys.length <= MAX_ONE_TIME_PREKEYS &&
-          device.oneTimeKyberPreKeys.length + upload.kyberPreKeys.filter((key) => !key.lastResort).length <=
-            MAX_ONE_TIME_PREKEYS
+          upload.oneTimePreKeys.some((key) => isStored(device.oneTimePreKeys, key)) ||
+          upload.kyberPreKeys.some((key) => !key.lastResort && isStored(device.oneTimeKyberPreKeys, key))
         );
       },
-      uploadIdsUnusedOnDevice: ({ context }) => {
-        const upload = requireShapedUpload(context);
-        const { device } = requireRequester(context);
-        const lastResort = upload.kyberPreKeys.find((key) => key.lastResort) ?? device.lastResortKyberPreKey;
-        const ecIds = [...device.oneTimePreKeys, ...upload.oneTimePreKeys].map((key) => key.keyId);
-        const kyberIds = [
-          ...device.oneTimeKyberPreKeys,
-          ...upload.kyberPreKeys.filter((key) => !key.lastResort),
-          lastResort,
-        ].map((key) => key.keyId);
-        return !hasDuplicates(ecIds) && !hasDuplicates(kyberIds);
+      deviceOneTimeTotalsWithinLimit: ({ context }) => {
+        const merged = preKeysAfterReplenishment(
+          requireRequester(context).device,
+          requireShapedUpload(context),
+        );
+        return (
+          merged.oneTimePreKeys.length <= MAX_ONE_TIME_PREKEYS &&
+          merged.oneTimeKyberPreKeys.length <= MAX_ONE_TIME_PREKEYS
+        );
+      },
+      oneTimeKyberIdsAvoidLastResort: ({ context }) => {
+        const merged = preKeysAfterReplenishment(
+          requireRequester(context).device,
+          requireShapedUpload(context),
+        );
+        const lastResortId = merged.lastResortKyberPreKey.keyId;
+        return !merged.oneTimeKyberPreKeys.some((key) => key.keyId === lastResortId);
       },
 
       // ---- acting devices (WP-SRV-12)
@@ -1507,7 +1556,6 @@ export function createServerMachine(env: ServerMachineEnv) {
       replenishPreKeys: assign(({ context }) => {
         const { address, account, device } = requireRequester(context);
         const upload = requireShapedUpload(context);
-        const lastResort = upload.kyberPreKeys.find((key) => key.lastResort);
         const replenished: ModelDevice = {
           ...device,
           // WP-SRV-28: an older or equal signed prekey id keeps the stored key (a delayed copy of an
@@ -1516,19 +1564,8 @@ export function createServerMachine(env: ServerMachineEnv) {
             upload.signedPreKey.keyId > device.signedPreKey.keyId
               ? storedSignedPreKey(upload.signedPreKey)
               : device.signedPreKey,
-          oneTimePreKeys: [
-            ...device.oneTimePreKeys,
-            ...upload.oneTimePreKeys.map((key) => ({
-              keyId: key.keyId,
-              publicKey: copyBytes(key.publicKey),
-            })),
-          ],
-          oneTimeKyberPreKeys: [
-            ...device.oneTimeKyberPreKeys,
-            ...upload.kyberPreKeys.filter((key) => !key.lastResort).map(storedSignedPreKey),
-          ],
-          lastResortKyberPreKey:
-            lastResort === undefined ? device.lastResortKyberPreKey : storedSignedPreKey(lastResort),
+          // WP-SRV-09: one-time keys appended, or replacing their kind when the device reused an id.
+          ...preKeysAfterReplenishment(device, upload),
         };
         const registered = { ...account.registered, [String(address.deviceId)]: replenished };
         return { server: withAccount(context.server, address.userId, { ...account, registered }) };

@@ -6,4 +6,4 @@
  */
 
 /** The behaviour hash of this build's protocol sources. */
-export const BEHAVIOUR_HASH = '97e2fc596ab1517f8b03e8dfb7bf2c7b1dfdeaa6f6257071d7dfc5c7a8b026a3';
+export const BEHAVIOUR_HASH = '0af0101f69a66f81091bf5213079980e3e106923887168088a95b65fdc3699de';

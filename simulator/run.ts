@@ -13,8 +13,9 @@
  *    rollbacks) plus per-packet network faults. Devices poll every `pollInterval`, are pushed a
  *    fetch when the server stores a message for them, and resend unanswered requests every
  *    `resendInterval` while they have work. With `signedPreKeyRotation` set, each linked device's
- *    rotation timer fires every `interval` ticks from its link while it is online (WP-LIFE-07). The simulated users acknowledge key changes and
- *    download attachments they receive.
+ *    rotation timer fires every `interval` ticks from its link while it is online (WP-LIFE-07). The simulated users acknowledge key changes,
+ *    scan a contact's current link again when the one they hold no longer matches the served list
+ *    (an account reset after they got it, WP-TRUST-01), and download attachments they receive.
  * 3. **Liveness phase**: at `durationTicks` everything heals (no loss, duplication, tampering or
  *    extra delay; partitions and offline windows end; the server is up) and the run must converge
  *    within `livenessBound` ticks: every expected delivery made, no device with work, every live
@@ -134,6 +135,11 @@ interface Install {
   readonly snapshots: Map<number, unknown>;
   readonly contactsAdded: Set<UserId>;
   readonly pendingAcks: Set<UserId>;
+  /**
+   * Per contact, the account-key fingerprint (hex) of the link the simulated user last scanned again
+   * after a CONTACT_LINK_MISMATCH; cleared by a rollback, which may bring an older link back.
+   */
+  readonly relinked: Map<UserId, string>;
   /** The canonical JSON of each part of the last traced abstract state (see abstractDelta). */
   lastParts: ReadonlyMap<string, string>;
   /** Run by the adversary (a clone, a phished device): its outputs go to the attacker. */
@@ -278,6 +284,7 @@ class Simulation {
         if (install === undefined) return;
         install.rolledBack = true;
         install.resendArmed = false;
+        install.relinked.clear();
         this.checker.rolledBack(name, toTick);
         if (install.address !== null) this.adversary?.recorder.rolledBack(install.address, this.t, toTick);
         this.armResend(install);
@@ -363,6 +370,7 @@ class Simulation {
       snapshots: new Map(),
       contactsAdded: new Set(),
       pendingAcks: new Set(),
+      relinked: new Map(),
       lastParts: new Map(),
     };
     this.installs.set(name, install);
@@ -697,6 +705,8 @@ class Simulation {
         return;
       case 'error': {
         c.count(`errors.${o.error.code}`);
+        if (o.error.code === 'CONTACT_LINK_MISMATCH' && o.context.startsWith('device-list '))
+          this.rescanContactLink(install, o.context.slice('device-list '.length));
         const rec = this.users.get(install.user);
         if (
           rec !== undefined &&
@@ -764,6 +774,31 @@ class Simulation {
         },
       });
     }
+  }
+
+  /**
+   * WP-TRUST-01: the served list of `user` did not match the contact link this install holds: the link
+   * predates an account reset (or the install was restored to before it heard of one). The simulated
+   * user gets the contact's current link, as a person would ask the contact again, a little later;
+   * once per fingerprint, so a server that keeps serving another key gets no endless rescans.
+   */
+  private rescanContactLink(install: Install, user: UserId): void {
+    const signed = this.server.signedDeviceList(user);
+    const list = signed === null ? null : decodeDeviceList(signed.list);
+    if (list === null || !list.ok) return;
+    const fingerprint = accountKeyFingerprint(this.env.crypto, list.value.accountKey);
+    const hex = toHex(fingerprint);
+    if (install.relinked.get(user) === hex) return;
+    install.relinked.set(user, hex);
+    this.checker.count('contact-rescans');
+    this.queue.push(this.t + 20, {
+      kind: 'user',
+      install: install.name,
+      input: {
+        kind: 'user.add-contact',
+        link: { userId: user, accountKeyFingerprint: fingerprint, inviteToken: null },
+      },
+    });
   }
 
   /** `user`'s primary registered: installs waiting to add it as a contact try again. */
@@ -884,6 +919,7 @@ class Simulation {
         install.engine.restore(snapshot);
         install.rolledBack = true;
         install.resendArmed = false;
+        install.relinked.clear();
         this.checker.rolledBack(install.name, entry.toTick);
         if (install.address !== null)
           this.adversary?.recorder.rolledBack(install.address, this.t, entry.toTick);

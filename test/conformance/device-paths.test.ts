@@ -26,6 +26,7 @@ import { createDeviceMachine } from '../../model/device.js';
 import { listTransitions } from '../../tools/model-diagrams.js';
 import { CoverageTwin, fetchWith, forgeEnvelopes } from './device-paths-support.js';
 import { forkByRestoredCopy, replayInitialMessage, reviveOldSession } from './hardened-scenarios.js';
+import { linkBeforeReset, restockAfterRestore } from './recovery-scenarios.js';
 
 /**
  * Transitions no input sequence can fire, each with the reason. The test fails if one of them
@@ -422,6 +423,15 @@ const SCENARIOS: Readonly<Record<string, Scenario>> = {
     w.send('alice', ['bob'], 'after two rotations');
     w.sync();
     w.compareAll('after rotations');
+    return w;
+  },
+
+  /** Recovery: a restored device restocks its prekeys; a stale contact link waits for a new one [WP-LIFE-06] [WP-TRUST-01]. */
+  recovery(fired) {
+    const restock = restockAfterRestore(new CoverageTwin('device-paths/restock', fired));
+    expect(restock.failures).toEqual(['UNKNOWN_KYBER_PREKEY']);
+    const w = new CoverageTwin('device-paths/link-reset', fired);
+    expect(linkBeforeReset(w).textsAfterNewLink).toEqual(['after my reset']);
     return w;
   },
 

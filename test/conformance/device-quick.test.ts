@@ -20,6 +20,7 @@ import { createDeviceMachine } from '../../model/device.js';
 import type { ServerState } from '../../impl/server.js';
 import { ACTIONS_RUN, TwinWorld, type TwinFault } from './device-twin.js';
 import { forkByRestoredCopy, replayInitialMessage, reviveOldSession } from './hardened-scenarios.js';
+import { linkBeforeReset, restockAfterRestore } from './recovery-scenarios.js';
 
 function twoUsers(
   seed: string,
@@ -155,6 +156,30 @@ describe('device machine conforms to impl/device.ts', () => {
     expect(w.outputsOf('alice').impl.filter((o) => o.kind === 'resent')).toHaveLength(1);
     expect(w.texts('bob')).toEqual(['m1', 'm2', 'm3']);
     w.compareAll('after rollback');
+  });
+
+  it('a restored device handed a key only a later state made restocks; the server replaces the keys it cannot use and the resend is shown once [WP-LIFE-06] [WP-SRV-09]', () => {
+    const w = new TwinWorld('conf-restock');
+    const outcome = restockAfterRestore(w);
+    expect(outcome.uploadsBefore).toBe(1);
+    expect(outcome.failures).toEqual(['UNKNOWN_KYBER_PREKEY']);
+    // The failure made bob upload a new batch at once; only keys he holds are left on the server.
+    expect(outcome.uploadsAfter).toBe(2);
+    expect(outcome.serverHoldsOnlyUsableKeys).toBe(true);
+    expect(outcome.shownAfterRestore).toBe(1);
+    w.compareAll('after the restock');
+  });
+
+  it('an envelope from a contact whose link predates its account reset waits unacknowledged until the user adds the new link [WP-TRUST-01]', () => {
+    const w = new TwinWorld('conf-link-reset');
+    const outcome = linkBeforeReset(w);
+    expect(outcome.errors).toEqual(['CONTACT_LINK_MISMATCH']);
+    // Refused by the link, but neither rejected nor acknowledged: it waits in the mailbox.
+    expect(outcome.textsBeforeNewLink).toEqual([]);
+    expect(outcome.undecryptableBeforeNewLink).toBe(0);
+    expect(outcome.parkedFrom).toEqual(['bob']);
+    expect(outcome.textsAfterNewLink).toEqual(['after my reset']);
+    w.compareAll('after the new link');
   });
 
   it('a retry request that overtakes the answer to the send is answered from the record written at encryption once the send is answered [WP-SES-21] [WP-XPORT-07]', () => {

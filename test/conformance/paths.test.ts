@@ -758,7 +758,9 @@ function serverProbes(): ServerAction[] {
   const lastResort = own.kyberPreKeys.find((k) => k.lastResort);
   const kyber = own.kyberPreKeys.find((k) => !k.lastResort);
   const oneTime = own.oneTimePreKeys[0];
-  if (lastResort === undefined || kyber === undefined || oneTime === undefined) throw new Error('fixture');
+  const otherOneTime = other.oneTimePreKeys[0];
+  if (lastResort === undefined || kyber === undefined || oneTime === undefined || otherOneTime === undefined)
+    throw new Error('fixture');
   const upload = (preKeys: unknown): ServerRequest =>
     ({ kind: 'upload-prekeys', device: { userId: 'alice', deviceId: 1 }, preKeys }) as ServerRequest;
   const many = (count: number, from: number) =>
@@ -802,6 +804,14 @@ function serverProbes(): ServerAction[] {
   // registration and in a device registration.
   const uploadVariants: [string, unknown][] = [
     ['stored ids again', { ...own, kyberPreKeys: [] }],
+    [
+      'a stored id under another key',
+      { ...base, oneTimePreKeys: [{ keyId: oneTime.keyId, publicKey: otherOneTime.publicKey }] },
+    ],
+    [
+      'a one-time Kyber key under the last resort id',
+      { ...base, kyberPreKeys: [{ ...kyber, keyId: lastResort.keyId }] },
+    ],
     ['another identity', other],
     ['101 one-time keys', { ...base, oneTimePreKeys: many(101, 3000) }],
     [
