@@ -6,4 +6,4 @@
  */
 
 /** The behaviour hash of this build's protocol sources. */
-export const BEHAVIOUR_HASH = 'c6c6bd84da07645c8d86ea0e2c1ce4d2028130f9457db53807f17285af51635b';
+export const BEHAVIOUR_HASH = '4e2d50dfbcf8bbb6266255cb724a0ea736fd8070056a970abf71a8808334e2ce';
