@@ -187,7 +187,11 @@ describe('lockstep command line', () => {
     expect(run.stdout).toContain('repro: npx lockstep sim --seed');
     for (const failure of report.failures) {
       expect(failure.trace).not.toBeNull();
-      expect(readFileSync(failure.trace ?? '', 'utf8').length).toBeGreaterThan(0);
+      // The saved trace is the full trace of the seed: what its repro line writes, byte for byte.
+      const replayed = path.join(TMP, 'swarm-repro.ndjson');
+      const args = failure.repro.split(' ').slice(2);
+      expect(lockstep(...args, '--out', replayed).status).toBe(1);
+      expect(readFileSync(failure.trace ?? '', 'utf8')).toBe(readFileSync(replayed, 'utf8'));
     }
   });
 

@@ -6,4 +6,4 @@
  */
 
 /** The behaviour hash of this build's protocol sources. */
-export const BEHAVIOUR_HASH = '4e2d50dfbcf8bbb6266255cb724a0ea736fd8070056a970abf71a8808334e2ce';
+export const BEHAVIOUR_HASH = '72440ca3e01c4b2d41302d6016109f2e51a76bf9aef98ca0a84999c838a81ce7';

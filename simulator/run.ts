@@ -35,12 +35,13 @@ import { toHex } from '../spec/hex.js';
 import type { DeviceAddress, UserId } from '../spec/identity.js';
 import type { ServerRequest, ServerResponse } from '../spec/server-api.js';
 import type { DeviceInput, DeviceOptions, DeviceOutput } from '../impl/device.js';
-import type { ScheduleEntry, SecurityReport, SimConfig, SimResult, Violation } from './api.js';
+import type { LoadFigures, ScheduleEntry, SecurityReport, SimConfig, SimResult, Violation } from './api.js';
 import { Adversary, type AdversaryHost } from './adversary.js';
 import { addressKey } from './oracles.js';
 import {
   DivergenceError,
   engineFactory,
+  type DeviceAbstractView,
   type DeviceEngine,
   type EngineFactory,
   type ServerEngine,
@@ -50,7 +51,7 @@ import { Checker, type InstallFacts } from './invariants.js';
 import { EventQueue, Network, tamperEnvelope } from './network.js';
 import { reproCommand } from './repro.js';
 import { createStreams, type Streams } from './streams.js';
-import { TraceWriter, traceHeader } from './trace.js';
+import { TraceWriter, traceHeader, type EventData } from './trace.js';
 import {
   attachmentBytes,
   attachmentText,
@@ -189,6 +190,13 @@ class Simulation {
   private lastSummaryHour = -1;
   private readonly adversary: Adversary | null;
   security: SecurityReport | null = null;
+  /** Benchmark figures (never traced): the deepest mailbox so far and, at the end, sessions held. */
+  private load: LoadFigures = {
+    peakMailboxDepth: 0,
+    activeSessions: 0,
+    initiatingSessions: 0,
+    archivedSessions: 0,
+  };
 
   constructor(
     readonly config: SimConfig,
@@ -294,7 +302,7 @@ class Simulation {
   // -------------------------------------------------------------------------------------------
   // Tracing
 
-  private event(node: string, kind: string, data: Readonly<Record<string, unknown>>): void {
+  private event(node: string, kind: string, data: EventData): void {
     if (this.full) this.trace.event(this.t, this.seq, node, kind, data);
   }
 
@@ -556,19 +564,24 @@ class Simulation {
   private handleOutputs(install: Install, outputs: readonly DeviceOutput[], input?: DeviceInput): void {
     if (install.attacker) return this.attackerOutputs(install, outputs, input);
     if (this.full) {
+      const view = install.engine.abstract();
+      this.checker.deviceAbstract(install.name, view);
+      // Summarised now, so that the event keeps no packet bytes alive. The abstract-state delta
+      // from the install's previous step line is computed when the lines are written, in line
+      // order (TraceWriter; views are immutable): a run whose trace nobody reads skips it.
       const data: Record<string, unknown> = {
         input: input === undefined ? { kind: 'create' } : summarizeInput(input),
         outputs: outputs.map(summarizeOutput),
       };
-      const view = install.engine.abstract();
-      this.checker.deviceAbstract(install.name, view);
-      const delta = abstractDelta(view, install.lastParts, this.env.crypto);
-      data.abstractHash = delta.hash;
-      if (delta.changed !== null) data.abstractDelta = delta.changed;
-      install.lastParts = delta.parts;
       const model = install.engine.modelStep();
       if (model !== null) data.model = { path: [...model.path], state: model.state };
-      this.event(install.name, 'step', data);
+      this.event(install.name, 'step', () => {
+        const delta = abstractDelta(view, install.lastParts, this.env.crypto);
+        data.abstractHash = delta.hash;
+        if (delta.changed !== null) data.abstractDelta = delta.changed;
+        install.lastParts = delta.parts;
+        return data;
+      });
     }
     this.adversary?.afterStep(install.name, install.address, outputs, install.engine.abstract());
     for (const output of outputs) this.onOutput(install, output);
@@ -1140,16 +1153,22 @@ class Simulation {
         request: summarizeRequest(request),
         response: summarizeResponse(response),
       };
-      const delta = serverAbstractDelta(this.server.abstract(), this.lastServerParts, this.env.crypto);
-      data.abstractHash = delta.hash;
-      if (delta.changed !== null) data.abstractDelta = delta.changed;
-      this.lastServerParts = delta.parts;
+      const view = this.server.abstract();
       const model = this.server.modelStep();
       if (model !== null) data.model = { path: [...model.path], state: model.state };
-      this.event('server', 'request', data);
+      // As for device steps: the delta is computed when the lines are written.
+      this.event('server', 'request', () => {
+        const delta = serverAbstractDelta(view, this.lastServerParts, this.env.crypto);
+        data.abstractHash = delta.hash;
+        if (delta.changed !== null) data.abstractDelta = delta.changed;
+        this.lastServerParts = delta.parts;
+        return data;
+      });
     }
     if (request.kind === 'send' && response.kind === 'accepted' && !response.duplicate) {
       for (const m of request.messages) {
+        const depth = this.server.mailboxDepth({ userId: request.recipient, deviceId: m.deviceId });
+        if (depth > this.load.peakMailboxDepth) this.load = { ...this.load, peakMailboxDepth: depth };
         const target = this.byAddress.get(`${request.recipient}.${m.deviceId}`);
         if (target !== undefined) this.push(target);
       }
@@ -1318,6 +1337,7 @@ class Simulation {
       if (!install.alive) continue;
       const view = install.engine.abstract();
       c.countAbstract(view);
+      this.countSessions(view);
       if (!this.full) c.deviceAbstract(install.name, view);
     }
     if (this.converged) this.staleEpoch();
@@ -1325,6 +1345,19 @@ class Simulation {
     c.scanStored(this.server.storedBytes());
     if (this.adversary !== null) this.judgeSecurity(this.adversary);
     this.summary('end');
+  }
+
+  /** Adds the sessions of one live install's final view to {@link LoadFigures}. */
+  private countSessions(view: DeviceAbstractView): void {
+    let { activeSessions, initiatingSessions, archivedSessions } = this.load;
+    for (const user of view.sesame.users)
+      for (const record of user.devices) {
+        const current = record.sessions.current;
+        if (current !== null) activeSessions++;
+        if (current?.phase === 'initiating') initiatingSessions++;
+        archivedSessions += record.sessions.archived.length;
+      }
+    this.load = { ...this.load, activeSessions, initiatingSessions, archivedSessions };
   }
 
   /** Runs the security oracles and records their verdict on the `oracle` lane. */
@@ -1388,9 +1421,13 @@ class Simulation {
     const pick = (q: number): number =>
       latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? 0;
     const header = traceHeader(this.config, explicit ? this.schedule : null);
+    const trace = this.trace;
     return {
       header,
-      lines: this.trace.lines,
+      // Serialised when first read (TraceWriter): a caller that needs only the verdict skips it.
+      get lines(): readonly string[] {
+        return trace.lines;
+      },
       violations: this.checker.violations,
       divergence: this.divergence,
       counters: this.checker.snapshotCounters(),
@@ -1403,6 +1440,7 @@ class Simulation {
         max: latencies[latencies.length - 1] ?? 0,
         count: latencies.length,
       },
+      load: this.load,
     };
   }
 }
