@@ -6,4 +6,4 @@
  */
 
 /** The behaviour hash of this build's protocol sources. */
-export const BEHAVIOUR_HASH = '72440ca3e01c4b2d41302d6016109f2e51a76bf9aef98ca0a84999c838a81ce7';
+export const BEHAVIOUR_HASH = '449bf97f6e3fa7119c348d938f57bed907953315f670b6e3c3615e85ecbca6f5';

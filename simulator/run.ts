@@ -27,7 +27,7 @@
  * @module
  */
 import { accountKeyFingerprint, decodeDeviceList } from '../spec/device-list.js';
-import { MAX_LATENCY_MS } from '../spec/constants.js';
+import { MAX_LATENCY_MS, MAX_PROVISIONING_ENTRIES, PROVISIONING_TTL } from '../spec/constants.js';
 import { nobleProvider } from '../spec/crypto/noble.js';
 import type { CryptoProvider } from '../spec/crypto/provider.js';
 import type { Env } from '../spec/env.js';
@@ -154,7 +154,21 @@ interface UserRec {
   admin: AdminOp[];
   busy: AdminOp | null;
   created: boolean;
+  /** The tick from which the next link may start (see {@link LINKS_PER_RELAY_TTL}), or null. */
+  linkSlot: number | null;
 }
+
+/**
+ * The most links the simulated users start within one PROVISIONING_TTL: three quarters of what the
+ * relay holds (WP-SRV-25), the rest left for puts that arrive late. A provisioning message stays on
+ * the relay for PROVISIONING_TTL after it is put (WP-SRV-23), so a population that links its devices
+ * faster than the relay drains (peak-day's 20 000 initial links during a 72-minute setup would need
+ * about 5 500 places) would see most links refused for a full relay, and every refused device would
+ * poll the relay for the rest of the run. The users wait their turn instead, in order, as people
+ * linking devices over a morning would; no preset smaller than about 750 links within ten minutes
+ * ever waits, so their runs are unchanged.
+ */
+const LINKS_PER_RELAY_TTL = Math.floor((MAX_PROVISIONING_ENTRIES * 3) / 4);
 
 /** Thrown inside the loop to stop it at the first divergence under `both`. */
 class Stop extends Error {}
@@ -188,6 +202,8 @@ class Simulation {
   private lastServerParts: ReadonlyMap<string, string> = new Map();
   private readonly provisionInterval: number;
   private lastSummaryHour = -1;
+  /** Start ticks of every link, in order (reserved ones included): see {@link LINKS_PER_RELAY_TTL}. */
+  private readonly linkStarts: number[] = [];
   private readonly adversary: Adversary | null;
   security: SecurityReport | null = null;
   /** Benchmark figures (never traced): the deepest mailbox so far and, at the end, sessions held. */
@@ -333,6 +349,7 @@ class Simulation {
         admin: [],
         busy: null,
         created: false,
+        linkSlot: null,
       });
       this.queue.push(1 + i * stagger, { kind: 'create-account', user });
     });
@@ -795,6 +812,8 @@ class Simulation {
     if (rec === undefined || rec.busy !== null) return;
     const primary = this.installs.get(rec.primary);
     if (primary === undefined || !primary.alive || primary.engine.lifecycle() !== 'linked') return;
+    const next = rec.admin[0];
+    if (next?.kind === 'link' && !this.linkMayStart(rec)) return;
     const op = rec.admin.shift();
     if (op === undefined) return;
     if (op.kind === 'link') {
@@ -815,6 +834,28 @@ class Simulation {
     }
     rec.busy = op;
     this.step(primary, { kind: 'user.revoke-device', deviceId: target.address.deviceId });
+  }
+
+  /**
+   * Whether `rec`'s next link may start now. The first time a link asks, it reserves the earliest
+   * tick at which it keeps at most {@link LINKS_PER_RELAY_TTL} link starts within any
+   * PROVISIONING_TTL; a later tick is kept in `linkSlot` and the admin step runs again then.
+   */
+  private linkMayStart(rec: UserRec): boolean {
+    if (rec.linkSlot === null) {
+      const starts = this.linkStarts;
+      const bound = starts[starts.length - LINKS_PER_RELAY_TTL];
+      const slot = bound === undefined ? this.t : Math.max(this.t, bound + PROVISIONING_TTL);
+      starts.push(slot);
+      rec.linkSlot = slot;
+      if (slot > this.t) {
+        this.checker.count('links.waited');
+        this.queue.push(slot, { kind: 'admin', user: rec.id });
+      }
+    }
+    if (this.t < rec.linkSlot) return false;
+    rec.linkSlot = null;
+    return true;
   }
 
   private adminDone(rec: UserRec): void {
