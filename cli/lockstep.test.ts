@@ -50,6 +50,40 @@ describe('lockstep command line', () => {
     expect(lockstep('swarm', '--help').stdout).toContain('swarm-failures');
   });
 
+  it('runs a population too large for the heap again in a child with a larger heap: same output, same trace', () => {
+    // 450 devices are more than half of what cli/heap.ts expects a 64 MiB heap to hold, and far
+    // less than the default heap does: only the small-heap run starts a child.
+    const scenario = path.join(TMP, 'wide.json');
+    writeFileSync(
+      scenario,
+      JSON.stringify({ preset: 'peak-day', workload: { users: 150, messages: 30, durationTicks: 60_000 } }),
+    );
+    const relaunched = path.join(TMP, 'wide-relaunched.ndjson');
+    const direct = path.join(TMP, 'wide-direct.ndjson');
+    const small = spawnSync(
+      process.execPath,
+      [
+        '--max-old-space-size=64',
+        LAUNCHER,
+        'sim',
+        '--scenario',
+        scenario,
+        '--engine',
+        'impl',
+        '--out',
+        relaunched,
+      ],
+      { cwd: ROOT, encoding: 'utf8', timeout: 240_000 },
+    );
+    expect(small.stderr).toContain('running it again with --max-old-space-size=');
+    expect(small.status).toBe(0);
+    expect(small.stdout).toContain('result: PASS');
+    const plain = lockstep('sim', '--scenario', scenario, '--engine', 'impl', '--out', direct);
+    expect(plain.stderr).toBe('');
+    expect(plain.status).toBe(0);
+    expect(readFileSync(relaunched, 'utf8')).toBe(readFileSync(direct, 'utf8'));
+  });
+
   it('runs a passing smoke seed, prints a summary and exits 0; the trace replays and diffs identical', () => {
     const trace = path.join(TMP, 'smoke.ndjson');
     const run = lockstep('sim', '--seed', '1', '--preset', 'smoke', '--engine', 'impl', '--out', trace);
@@ -187,7 +221,11 @@ describe('lockstep command line', () => {
     expect(run.stdout).toContain('repro: npx lockstep sim --seed');
     for (const failure of report.failures) {
       expect(failure.trace).not.toBeNull();
-      expect(readFileSync(failure.trace ?? '', 'utf8').length).toBeGreaterThan(0);
+      // The saved trace is the full trace of the seed: what its repro line writes, byte for byte.
+      const replayed = path.join(TMP, 'swarm-repro.ndjson');
+      const args = failure.repro.split(' ').slice(2);
+      expect(lockstep(...args, '--out', replayed).status).toBe(1);
+      expect(readFileSync(failure.trace ?? '', 'utf8')).toBe(readFileSync(replayed, 'utf8'));
     }
   });
 

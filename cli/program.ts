@@ -37,6 +37,7 @@ import {
   parseScenario,
   runAttackCli,
 } from './attack.js';
+import { needsLargerHeap, rerunWithLargerHeap } from './heap.js';
 import { CliError, readTraceLines, traceDigest, writeTraceLines } from './io.js';
 import { CLI_CRYPTO, simulate, unavailableAsUsage } from './simulate.js';
 import { formatSummary, formatVerdict, passed } from './summary.js';
@@ -98,7 +99,7 @@ interface SimOptions {
   readonly [flag: string]: unknown;
 }
 
-function simAction(options: SimOptions): void {
+async function simAction(options: SimOptions): Promise<void> {
   const faultOverrides: Partial<Record<FaultFlag, number>> = {};
   for (const field of Object.keys(FAULT_FLAGS) as FaultFlag[]) {
     const value = options[field];
@@ -116,6 +117,10 @@ function simAction(options: SimOptions): void {
     mode: options.mode ?? null,
   };
   const prepared = prepareRun(choice);
+  if (needsLargerHeap(prepared.config)) {
+    process.exitCode = await rerunWithLargerHeap();
+    return;
+  }
   const started = process.hrtime.bigint();
   const result = simulate(prepared.config, prepared.schedule);
   const wallMs = Number(process.hrtime.bigint() - started) / 1e6;
@@ -129,6 +134,7 @@ function simAction(options: SimOptions): void {
         divergence: result.divergence,
         counters: result.counters,
         latency: result.latency,
+        load: result.load,
         repro: simCommand(choice),
       }),
     );
@@ -143,8 +149,9 @@ function simAction(options: SimOptions): void {
   }
 }
 
-function replayAction(file: string): void {
+async function replayAction(file: string): Promise<void> {
   const lines = readTraceLines(file);
+  if (await ranWithLargerHeap(lines)) return;
   const replay = unavailableAsUsage(() => replayTrace(lines, { crypto: CLI_CRYPTO }));
   if (replay.ok) {
     const header = replay.result.header;
@@ -162,6 +169,18 @@ function replayAction(file: string): void {
     warn(`  actual:   ${replay.firstDifference.actual}`);
   }
   process.exitCode = 3;
+}
+
+/**
+ * When the trace's run needs a larger heap than this process has (cli/heap.ts), runs the command
+ * again in a child with one, sets the exit status and answers true; otherwise false. A header
+ * that does not parse is left to the command, which reports it.
+ */
+async function ranWithLargerHeap(lines: readonly string[]): Promise<boolean> {
+  const parsed = parseTraceHeader(lines[0]);
+  if (!parsed.ok || !needsLargerHeap(parsed.header.config)) return false;
+  process.exitCode = await rerunWithLargerHeap();
+  return true;
 }
 
 /** A line shortened for the terminal (a header line holds the whole config and schedule). */
@@ -188,8 +207,9 @@ interface ShrinkOptions {
   readonly maxRuns: number;
 }
 
-function shrinkAction(file: string, options: ShrinkOptions): void {
+async function shrinkAction(file: string, options: ShrinkOptions): Promise<void> {
   const lines = readTraceLines(file);
+  if (await ranWithLargerHeap(lines)) return;
   const parsed = parseTraceHeader(lines[0]);
   if (!parsed.ok) throw new CliError(`${file} is not a Lockstep trace: ${parsed.message}`);
   const replay = unavailableAsUsage(() => replayTrace(lines, { crypto: CLI_CRYPTO }));
@@ -225,7 +245,7 @@ interface DeterminismOptions {
   readonly bug: readonly string[];
 }
 
-function determinismAction(options: DeterminismOptions): void {
+async function determinismAction(options: DeterminismOptions): Promise<void> {
   const choice: RunChoice = {
     seed: options.seed,
     preset: parsePreset(options.preset),
@@ -238,6 +258,10 @@ function determinismAction(options: DeterminismOptions): void {
     mode: null,
   };
   const prepared = prepareRun(choice);
+  if (needsLargerHeap(prepared.config)) {
+    process.exitCode = await rerunWithLargerHeap();
+    return;
+  }
   const first = simulate(prepared.config);
   const second = simulate(prepared.config);
   const digestA = traceDigest(first.lines);

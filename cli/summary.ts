@@ -82,6 +82,11 @@ export function formatSummary(result: SimResult, wallMs?: number): string {
     `${result.schedule.length} entries ${result.header.schedule === null ? '(drawn from the seed)' : '(explicit)'}`,
   );
   out.push(formatLatency(result.latency));
+  const load = result.load;
+  row(
+    'load',
+    `peak mailbox depth ${load.peakMailboxDepth}; sessions at the end ${load.activeSessions} current (${load.initiatingSessions} not yet confirmed by a reply), ${load.archivedSessions} archived`,
+  );
   // "Sometimes" counters: how often each rarely reached path was exercised in this run.
   const sometimes = Object.keys(c).filter(isSometimesCounter).sort();
   if (sometimes.length > 0) {

@@ -2,6 +2,9 @@
  * One swarm seed, as a worker thread runs it: build the configuration with fault rates drawn from
  * the seed, run the simulator, save the trace when the run fails, and answer with a small summary
  * (traces never cross the thread boundary). Shared by the worker and the in-process fallback.
+ *
+ * A passing seed's trace is never serialised: the simulator writes trace lines only when they are
+ * first read (simulator/trace.ts `TraceWriter`), which only a failing seed's does.
  * @module
  */
 import path from 'node:path';
@@ -34,6 +37,7 @@ export interface SwarmOutcome {
   /** The first violation's or divergence's message. */
   readonly firstMessage: string | null;
   readonly counters: Counters;
+  /** Events the simulator processed (the `events` counter; reading the trace's lines would write them). */
   readonly events: number;
   readonly latency: { readonly p50: number; readonly p99: number; readonly count: number };
   readonly repro: string;
@@ -92,7 +96,7 @@ export function runSwarmJob(job: SwarmJob): SwarmOutcome {
             ? `divergence on ${result.divergence.node} (${result.divergence.field})`
             : null,
       counters: result.counters,
-      events: result.lines.length - 1,
+      events: result.counters['events'] ?? 0,
       latency: { p50: result.latency.p50, p99: result.latency.p99, count: result.latency.count },
       repro,
       trace,

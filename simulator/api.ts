@@ -422,6 +422,23 @@ export interface SimResult {
     readonly max: number;
     readonly count: number;
   };
+  /** Load figures the trace does not carry (benchmarks report them): see {@link LoadFigures}. */
+  readonly load: LoadFigures;
+}
+
+/**
+ * How loaded a run was, for benchmarks. Not part of the trace (so adding a figure never changes
+ * trace bytes) and not a property: a run is judged by its invariants.
+ */
+export interface LoadFigures {
+  /** The most envelopes one mailbox held at any time (after each accepted send). */
+  readonly peakMailboxDepth: number;
+  /** At the end, over live installs: device records holding a current session. */
+  readonly activeSessions: number;
+  /** Of those, sessions no reply has confirmed yet (still `initiating`). */
+  readonly initiatingSessions: number;
+  /** Archived sessions held at the end, over live installs. */
+  readonly archivedSessions: number;
 }
 
 /** A device as the simulator addresses it. */

@@ -6,4 +6,4 @@
  */
 
 /** The behaviour hash of this build's protocol sources. */
-export const BEHAVIOUR_HASH = '0af0101f69a66f81091bf5213079980e3e106923887168088a95b65fdc3699de';
+export const BEHAVIOUR_HASH = '8dc3a2a1d4606e9cf77960b2ba5715a07f225d89d498d053cf11dfe97f13a4c2';

@@ -36,6 +36,27 @@ function quoteKey(key: string): string {
   return quoted;
 }
 
+/**
+ * `Object.keys(record).sort()`: the same order (code units; keys are distinct), by insertion sort
+ * in place, because a trace serialises hundreds of thousands of small objects and
+ * `Array.prototype.sort` allocates working storage on every call.
+ */
+function sortedKeys(record: Record<string, unknown>): string[] {
+  const keys = Object.keys(record);
+  for (let i = 1; i < keys.length; i++) {
+    const key = keys[i];
+    if (key === undefined) continue;
+    let j = i - 1;
+    for (; j >= 0; j--) {
+      const before = keys[j];
+      if (before === undefined || before < key) break;
+      keys[j + 1] = before;
+    }
+    keys[j + 1] = key;
+  }
+  return keys;
+}
+
 function write(value: unknown, c: CryptoProvider | undefined): string {
   if (value === null) return 'null';
   switch (typeof value) {
@@ -69,7 +90,7 @@ function write(value: unknown, c: CryptoProvider | undefined): string {
     return out + ']';
   }
   const record = value as Record<string, unknown>;
-  const keys = Object.keys(record).sort();
+  const keys = sortedKeys(record);
   let out = '{';
   let first = true;
   for (const key of keys) {

@@ -56,6 +56,19 @@ describe('determinism', () => {
     expect(impl.lines.some((line) => line.includes('"model":'))).toBe(false);
   });
 
+  it('lines written late (after other runs) are the lines written at once', () => {
+    // Trace lines are serialised when first read (simulator/trace.ts): other runs in between, which
+    // share the serialisation caches, must not change them.
+    const late = runSimulation(presetConfig('smoke', 7, { engine: 'both' }), { crypto: nodeProvider });
+    const other = runSimulation(presetConfig('default', 8, { workload: { messages: 40 } }), {
+      crypto: nodeProvider,
+    });
+    expect(other.lines.length).toBeGreaterThan(100);
+    const early = runSimulation(presetConfig('smoke', 7, { engine: 'both' }), { crypto: nodeProvider });
+    const earlyLines = [...early.lines];
+    expect(late.lines).toEqual(earlyLines);
+  });
+
   it('trace lines are canonical JSON: a header, then events with sorted keys', () => {
     const result = runSimulation(presetConfig('smoke', 6), { crypto: nodeProvider });
     const [header, ...events] = result.lines.map((l) => JSON.parse(l) as Record<string, unknown>);

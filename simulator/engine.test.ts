@@ -7,6 +7,8 @@ import { describe, expect, it } from 'vitest';
 import { nodeProvider } from '../spec/crypto/node.js';
 import { abstractDevice } from '../impl/device-abstract.js';
 import { deviceStep, type DeviceInput, type DeviceState } from '../impl/device.js';
+import { droppedByRevocation, emptyServerState, handleRequest, mailboxDepth } from '../impl/server.js';
+import { abstractServer } from '../impl/server-abstract.js';
 import type { Env } from '../spec/env.js';
 import { canonicalJson } from './canonical.js';
 import {
@@ -53,6 +55,37 @@ describe('engines', () => {
     });
     expect(result.divergence).toMatchObject({ field: 'draws', t: 1 });
     expect(result.lines.at(-1)).toContain('"kind":"divergence"');
+  });
+
+  it('both: the memoised impl server projection equals impl/server-abstract.ts over the whole state after every request', () => {
+    // The second engine's server runs impl/server.ts over one plain state and projects it afresh.
+    const impl = implEngineFactory();
+    const plain: EngineFactory = {
+      ...impl,
+      createServer(env) {
+        let state = emptyServerState();
+        return {
+          handle(request, now) {
+            const step = handleRequest(env, state, request, now);
+            state = step.state;
+            return step.response;
+          },
+          abstract: () => abstractServer(env.crypto, state),
+          mailboxDepth: (address) => mailboxDepth(state, address),
+          droppedByRevocation: (address) => droppedByRevocation(state, address),
+          signedDeviceList: (userId) =>
+            Object.hasOwn(state.accounts, userId) ? (state.accounts[userId]?.signedDeviceList ?? null) : null,
+          storedBytes: () => [],
+          modelStep: () => null,
+        };
+      },
+    };
+    const result = runSimulation(presetConfig('default', 25, { workload: { messages: 60 } }), {
+      crypto: nodeProvider,
+      factory: bothEngineFactory(impl, plain),
+    });
+    expect(result.divergence).toBeNull();
+    expect(result.counters['server.send']).toBeGreaterThan(50);
   });
 
   it('the model factory builds every node', () => {

@@ -19,6 +19,7 @@
  * @module
  */
 import { MAX_ACCOUNTS } from '../spec/constants.js';
+import { InvariantError } from '../spec/errors.js';
 import type { CryptoProvider } from '../spec/crypto/provider.js';
 import type { BugName } from '../spec/bugs.js';
 import type { SignedDeviceList } from '../spec/device-list-types.js';
@@ -26,9 +27,10 @@ import type { Env } from '../spec/env.js';
 import type { DeviceAddress, UserId } from '../spec/identity.js';
 import type { ProvisioningCode } from '../spec/provisioning.js';
 import type { Rng } from '../spec/rng.js';
-import type { ServerAbstract } from '../spec/server-abstract.js';
+import { compareUserIds, type ServerAbstract, type ServerAccountAbstract } from '../spec/server-abstract.js';
 import type { ServerRequest, ServerResponse } from '../spec/server-api.js';
-import type { DeviceRecordAbstract, SesameAbstract } from '../spec/sesame-abstract.js';
+import type { SessionAbstract } from '../spec/abstract.js';
+import type { DeviceRecordAbstract, SesameAbstract, UserRecordAbstract } from '../spec/sesame-abstract.js';
 import type { DeviceAbstract } from '../spec/device-abstract.js';
 import { fingerprint } from '../spec/keys.js';
 import {
@@ -41,8 +43,8 @@ import {
   type DeviceOutput,
   type DeviceState,
 } from '../impl/device.js';
-import { abstractSessionRecord } from '../impl/abstract.js';
-import type { DeviceRecord, SesameState } from '../impl/sesame.js';
+import type { SessionState } from '../impl/session-state.js';
+import type { DeviceRecord, SesameState, UserRecord } from '../impl/sesame.js';
 import { abstractServer } from '../impl/server-abstract.js';
 import {
   droppedByRevocation,
@@ -142,18 +144,72 @@ export interface ServerNodeEnv {
 // ---------------------------------------------------------------------------------------------
 // impl/
 
+/** The lists of a device projection that {@link SesameAbstractCache.derive} memoises. */
+export type DerivedSlot =
+  | 'trust'
+  | 'outbox'
+  | 'pending'
+  | 'parked'
+  | 'oneTimePreKeys'
+  | 'kyberPreKeys'
+  | 'signedPreKeys'
+  | 'retiredSignedPreKeys';
+
 /**
- * impl/sesame.ts `abstractSesame`, memoised: device records are immutable and keep their identity
- * while unchanged, so each record's projection (a dozen fingerprints per session) is computed once
- * per record object; a whole state is reused while the Sesame state object is. The result is equal
- * to `abstractSesame` (simulator/engine.test.ts checks it on every step of a run).
+ * impl/sesame.ts `abstractSesame`, memoised: device records and sessions are immutable and keep
+ * their identity while unchanged, so each record's projection is computed once per record object
+ * and each session's (a dozen fingerprints) once per session object; a whole state is reused while
+ * the Sesame state object is. Fingerprints of long-lived key arrays (identity and account keys) are
+ * memoised per array. The result is equal to `abstractSesame` (simulator/engine.test.ts checks it on
+ * every step of a run).
  */
 export class SesameAbstractCache {
+  private readonly users = new WeakMap<UserRecord, UserRecordAbstract>();
   private readonly records = new WeakMap<DeviceRecord, DeviceRecordAbstract>();
+  private readonly sessions = new WeakMap<SessionState, SessionAbstract>();
+  private readonly fingerprints = new WeakMap<Uint8Array, string>();
+  private readonly derivedBySlot = new Map<DerivedSlot, WeakMap<object, unknown>>();
   private lastState: SesameState | null = null;
   private lastView: SesameAbstract | null = null;
+  private lastAddress: DeviceAddress | null = null;
 
   constructor(private readonly c: CryptoProvider) {}
+
+  /** `{ userId, deviceId }`, the same object while both stay the same. */
+  address(userId: UserId, deviceId: DeviceAddress['deviceId']): DeviceAddress {
+    const last = this.lastAddress;
+    if (last !== null && last.userId === userId && last.deviceId === deviceId) return last;
+    const address = { userId, deviceId };
+    this.lastAddress = address;
+    return address;
+  }
+
+  /**
+   * `make(source)`, memoised per source object under `slot` (one map per slot: two slots may share
+   * a source, such as one frozen empty array).
+   */
+  derive<S extends object, T>(slot: DerivedSlot, source: S, make: (source: S) => T): T {
+    let memo = this.derivedBySlot.get(slot);
+    if (memo === undefined) {
+      memo = new WeakMap<object, unknown>();
+      this.derivedBySlot.set(slot, memo);
+    }
+    // Only this method writes the slot's map, always with make(source) for that source: a T.
+    if (memo.has(source)) return memo.get(source) as T;
+    const value = make(source);
+    memo.set(source, value);
+    return value;
+  }
+
+  /** spec/keys.ts `fingerprint`, memoised per array (state arrays are never written to). */
+  fingerprint(bytes: Uint8Array): string {
+    let fp = this.fingerprints.get(bytes);
+    if (fp === undefined) {
+      fp = fingerprint(this.c, bytes);
+      this.fingerprints.set(bytes, fp);
+    }
+    return fp;
+  }
 
   project(state: SesameState): SesameAbstract {
     if (state === this.lastState && this.lastView !== null) return this.lastView;
@@ -161,19 +217,28 @@ export class SesameAbstractCache {
       a.userId < b.userId ? -1 : a.userId > b.userId ? 1 : 0,
     );
     const view: SesameAbstract = {
-      self: { userId: state.self.userId, deviceId: state.self.deviceId },
-      users: users.map((user) => ({
-        userId: user.userId,
-        stale: user.staleSince !== null,
-        devices: Object.values(user.devices)
-          .sort((a, b) => a.deviceId - b.deviceId)
-          .map((device) => this.record(device)),
-      })),
+      self: this.address(state.self.userId, state.self.deviceId),
+      users: users.map((user) => this.user(user)),
       messageRecords: state.messageRecords.length,
     };
     this.lastState = state;
     this.lastView = view;
     return view;
+  }
+
+  private user(user: UserRecord): UserRecordAbstract {
+    let projected = this.users.get(user);
+    if (projected === undefined) {
+      projected = {
+        userId: user.userId,
+        stale: user.staleSince !== null,
+        devices: Object.values(user.devices)
+          .sort((a, b) => a.deviceId - b.deviceId)
+          .map((device) => this.record(device)),
+      };
+      this.users.set(user, projected);
+    }
+    return projected;
   }
 
   private record(device: DeviceRecord): DeviceRecordAbstract {
@@ -182,11 +247,43 @@ export class SesameAbstractCache {
     const projected: DeviceRecordAbstract = {
       deviceId: device.deviceId,
       stale: device.staleSince !== null,
-      identityKeyFp: fingerprint(this.c, device.identityKey),
+      identityKeyFp: this.fingerprint(device.identityKey),
       registrationId: device.registrationId,
-      sessions: abstractSessionRecord(this.c, device.sessions),
+      // impl/abstract.ts `abstractSessionRecord`, one session at a time.
+      sessions: {
+        current: device.sessions.current === null ? null : this.session(device.sessions.current),
+        archived: device.sessions.archived.map((s) => this.session(s)),
+      },
     };
     this.records.set(device, projected);
+    return projected;
+  }
+
+  /**
+   * impl/abstract.ts `abstractSession` with memoised fingerprints: a session updated by a step
+   * shares its identity keys, base key and most ratchet keys with the session it replaced.
+   */
+  private session(s: SessionState): SessionAbstract {
+    let projected = this.sessions.get(s);
+    if (projected === undefined) {
+      projected = {
+        phase: s.pendingPreKey === null ? 'established' : 'initiating',
+        version: s.version,
+        localIdentityFp: this.fingerprint(s.localIdentityKey),
+        remoteIdentityFp: this.fingerprint(s.remoteIdentityKey),
+        baseKeyFp: this.fingerprint(s.aliceBaseKey),
+        rootKeyFp: this.fingerprint(s.rootKey),
+        senderRatchetKeyFp: this.fingerprint(s.senderRatchetKey.publicKey),
+        senderChainIndex: s.senderChainKey.index,
+        previousCounter: s.previousCounter,
+        receiverChains: s.receiverChains.map((r) => ({
+          ratchetKeyFp: this.fingerprint(r.ratchetKey),
+          chainIndex: r.chainKey.index,
+          skippedKeys: r.skipped.length,
+        })),
+      };
+      this.sessions.set(s, projected);
+    }
     return projected;
   }
 }
@@ -196,44 +293,62 @@ function byText(a: string, b: string): number {
 }
 
 /**
- * impl/device-abstract.ts `abstractDevice` with the Sesame part memoised by `cache` (equal to it:
- * simulator/engine.test.ts checks every step of a run).
+ * impl/device-abstract.ts `abstractDevice` with the Sesame part and key fingerprints memoised by
+ * `cache` (equal to it: simulator/engine.test.ts checks every step of a run).
  */
 export function abstractImplDevice(
   c: CryptoProvider,
   state: DeviceState,
   cache: SesameAbstractCache = new SesameAbstractCache(c),
 ): DeviceAbstract {
+  // Each derived list is kept while its source (immutable) is, so that an unchanged list is the
+  // same array from step to step and its canonical JSON is reused (simulator/summaries.ts).
   return {
     lifecycle: state.lifecycle.kind,
-    address: { userId: state.userId, deviceId: state.deviceId },
+    address: cache.address(state.userId, state.deviceId),
     sesame: cache.project(state.sesame),
-    trust: Object.values(state.trust)
-      .sort((a, b) => byText(a.userId, b.userId))
-      .map((t) => ({
-        userId: t.userId,
-        accountKeyFp: t.accountKey === null ? null : fingerprint(c, t.accountKey),
-        pendingAccountKeyChange: t.pendingAccountKey !== null,
-        listVersion: t.list?.version ?? null,
-      })),
-    outbox: state.outbox
-      .map((i) => ({
-        messageId: i.messageId,
-        recipient: i.recipient,
-        kind: i.kind,
-        stage: i.stage,
-        attempts: i.attempts,
-      }))
-      .sort((a, b) => byText(a.messageId, b.messageId) || byText(a.recipient, b.recipient)),
-    pending: state.pending
-      .map((p) => ({ requestId: p.requestId, kind: p.request.kind }))
-      .sort((a, b) => a.requestId - b.requestId),
+    trust: cache.derive('trust', state.trust, (trust) =>
+      Object.values(trust)
+        .sort((a, b) => byText(a.userId, b.userId))
+        .map((t) => ({
+          userId: t.userId,
+          accountKeyFp: t.accountKey === null ? null : cache.fingerprint(t.accountKey),
+          pendingAccountKeyChange: t.pendingAccountKey !== null,
+          listVersion: t.list?.version ?? null,
+        })),
+    ),
+    outbox: cache.derive('outbox', state.outbox, (outbox) =>
+      outbox
+        .map((i) => ({
+          messageId: i.messageId,
+          recipient: i.recipient,
+          kind: i.kind,
+          stage: i.stage,
+          attempts: i.attempts,
+        }))
+        .sort((a, b) => byText(a.messageId, b.messageId) || byText(a.recipient, b.recipient)),
+    ),
+    pending: cache.derive('pending', state.pending, (pending) =>
+      pending
+        .map((p) => ({ requestId: p.requestId, kind: p.request.kind }))
+        .sort((a, b) => a.requestId - b.requestId),
+    ),
     seenCount: state.seen.length,
-    parkedEnvelopeIds: state.parked.map((p) => p.envelope.envelopeId),
-    oneTimePreKeyIds: state.prekeys.oneTimePreKeys.map((k) => k.keyId),
-    kyberPreKeyIds: state.prekeys.kyberPreKeys.map((k) => k.keyId),
-    signedPreKeyIds: state.prekeys.signedPreKeys.map((k) => k.keyId),
-    retiredSignedPreKeyIds: state.retiredSignedPreKeys.map((r) => r.keyId),
+    parkedEnvelopeIds: cache.derive('parked', state.parked, (parked) =>
+      parked.map((p) => p.envelope.envelopeId),
+    ),
+    oneTimePreKeyIds: cache.derive('oneTimePreKeys', state.prekeys.oneTimePreKeys, (keys) =>
+      keys.map((k) => k.keyId),
+    ),
+    kyberPreKeyIds: cache.derive('kyberPreKeys', state.prekeys.kyberPreKeys, (keys) =>
+      keys.map((k) => k.keyId),
+    ),
+    signedPreKeyIds: cache.derive('signedPreKeys', state.prekeys.signedPreKeys, (keys) =>
+      keys.map((k) => k.keyId),
+    ),
+    retiredSignedPreKeyIds: cache.derive('retiredSignedPreKeys', state.retiredSignedPreKeys, (retired) =>
+      retired.map((r) => r.keyId),
+    ),
     initialMessages: state.initialMessages.length,
     chainSightings: state.chainSightings.length,
   };
@@ -241,6 +356,9 @@ export function abstractImplDevice(
 
 class ImplDevice implements DeviceEngine {
   private readonly cache: SesameAbstractCache;
+  /** The state last projected and its projection: a step that changed nothing reuses it. */
+  private projectedState: DeviceState | null = null;
+  private projection: DeviceAbstractView | null = null;
 
   constructor(
     private readonly env: Env,
@@ -256,7 +374,11 @@ class ImplDevice implements DeviceEngine {
   }
 
   abstract(): DeviceAbstractView {
-    return abstractImplDevice(this.env.crypto, this.state, this.cache);
+    if (this.projection === null || this.projectedState !== this.state) {
+      this.projection = abstractImplDevice(this.env.crypto, this.state, this.cache);
+      this.projectedState = this.state;
+    }
+    return this.projection;
   }
 
   lifecycle(): LifecycleKind {
@@ -326,6 +448,14 @@ class ImplServer implements ServerEngine {
   private readonly accounts = new Map<UserId, ServerAccount>();
   private rest: Omit<ServerState, 'accounts'>;
   private abstractCache: ServerAbstract | null = null;
+  /**
+   * Each account's projection, kept while the account object (immutable) and the dropped-by-rule
+   * counts it reads are the same objects: a request re-projects only the accounts it changed.
+   */
+  private readonly accountAbstracts = new WeakMap<
+    ServerAccount,
+    { readonly droppedByRule: ServerState['droppedByRule']; readonly view: ServerAccountAbstract }
+  >();
 
   constructor(
     private readonly env: ServerNodeEnv,
@@ -379,8 +509,31 @@ class ImplServer implements ServerEngine {
 
   abstract(): ServerAbstract {
     // Recomputed only after a request changed the state (most requests, fetches, change nothing).
-    if (this.abstractCache === null) this.abstractCache = abstractServer(this.env.crypto, this.full());
+    if (this.abstractCache === null) {
+      this.abstractCache = {
+        accounts: [...this.accounts.keys()]
+          .sort(compareUserIds)
+          .map((userId) => this.accountAbstract(userId)),
+        provisioningEntries: Object.keys(this.rest.provisioning).length,
+        blobs: Object.keys(this.rest.blobs).length,
+      };
+    }
     return this.abstractCache;
+  }
+
+  /** impl/server-abstract.ts's projection of one account (equal to it: the sharding test compares). */
+  private accountAbstract(userId: UserId): ServerAccountAbstract {
+    const account = this.accounts.get(userId);
+    if (account === undefined) throw new InvariantError('a listed account has no state');
+    const cached = this.accountAbstracts.get(account);
+    if (cached !== undefined && cached.droppedByRule === this.rest.droppedByRule) return cached.view;
+    // abstractServer projects each account from the account and the shared dropped-by-rule counts
+    // only, so a state holding just this account projects it the same.
+    const view = abstractServer(this.env.crypto, { ...this.rest, accounts: { [userId]: account } })
+      .accounts[0];
+    if (view === undefined) throw new InvariantError('abstractServer dropped an account');
+    this.accountAbstracts.set(account, { droppedByRule: this.rest.droppedByRule, view });
+    return view;
   }
 
   private viewOf(userId: UserId): ServerState {

@@ -28,7 +28,7 @@
  * @module
  */
 import { accountKeyFingerprint, decodeDeviceList } from '../spec/device-list.js';
-import { MAX_LATENCY_MS } from '../spec/constants.js';
+import { MAX_LATENCY_MS, MAX_PROVISIONING_ENTRIES, PROVISIONING_TTL } from '../spec/constants.js';
 import { nobleProvider } from '../spec/crypto/noble.js';
 import type { CryptoProvider } from '../spec/crypto/provider.js';
 import type { Env } from '../spec/env.js';
@@ -36,12 +36,13 @@ import { toHex } from '../spec/hex.js';
 import type { DeviceAddress, UserId } from '../spec/identity.js';
 import type { ServerRequest, ServerResponse } from '../spec/server-api.js';
 import type { DeviceInput, DeviceOptions, DeviceOutput } from '../impl/device.js';
-import type { ScheduleEntry, SecurityReport, SimConfig, SimResult, Violation } from './api.js';
+import type { LoadFigures, ScheduleEntry, SecurityReport, SimConfig, SimResult, Violation } from './api.js';
 import { Adversary, type AdversaryHost } from './adversary.js';
 import { addressKey } from './oracles.js';
 import {
   DivergenceError,
   engineFactory,
+  type DeviceAbstractView,
   type DeviceEngine,
   type EngineFactory,
   type ServerEngine,
@@ -51,7 +52,7 @@ import { Checker, type InstallFacts } from './invariants.js';
 import { EventQueue, Network, tamperEnvelope } from './network.js';
 import { reproCommand } from './repro.js';
 import { createStreams, type Streams } from './streams.js';
-import { TraceWriter, traceHeader } from './trace.js';
+import { TraceWriter, traceHeader, type EventData } from './trace.js';
 import {
   attachmentBytes,
   attachmentText,
@@ -159,7 +160,21 @@ interface UserRec {
   admin: AdminOp[];
   busy: AdminOp | null;
   created: boolean;
+  /** The tick from which the next link may start (see {@link LINKS_PER_RELAY_TTL}), or null. */
+  linkSlot: number | null;
 }
+
+/**
+ * The most links the simulated users start within one PROVISIONING_TTL: three quarters of what the
+ * relay holds (WP-SRV-25), the rest left for puts that arrive late. A provisioning message stays on
+ * the relay for PROVISIONING_TTL after it is put (WP-SRV-23), so a population that links its devices
+ * faster than the relay drains (peak-day's 20 000 initial links during a 72-minute setup would need
+ * about 5 500 places) would see most links refused for a full relay, and every refused device would
+ * poll the relay for the rest of the run. The users wait their turn instead, in order, as people
+ * linking devices over a morning would; no preset smaller than about 750 links within ten minutes
+ * ever waits, so their runs are unchanged.
+ */
+const LINKS_PER_RELAY_TTL = Math.floor((MAX_PROVISIONING_ENTRIES * 3) / 4);
 
 /** Thrown inside the loop to stop it at the first divergence under `both`. */
 class Stop extends Error {}
@@ -193,8 +208,17 @@ class Simulation {
   private lastServerParts: ReadonlyMap<string, string> = new Map();
   private readonly provisionInterval: number;
   private lastSummaryHour = -1;
+  /** Start ticks of every link, in order (reserved ones included): see {@link LINKS_PER_RELAY_TTL}. */
+  private readonly linkStarts: number[] = [];
   private readonly adversary: Adversary | null;
   security: SecurityReport | null = null;
+  /** Benchmark figures (never traced): the deepest mailbox so far and, at the end, sessions held. */
+  private load: LoadFigures = {
+    peakMailboxDepth: 0,
+    activeSessions: 0,
+    initiatingSessions: 0,
+    archivedSessions: 0,
+  };
 
   constructor(
     readonly config: SimConfig,
@@ -301,7 +325,7 @@ class Simulation {
   // -------------------------------------------------------------------------------------------
   // Tracing
 
-  private event(node: string, kind: string, data: Readonly<Record<string, unknown>>): void {
+  private event(node: string, kind: string, data: EventData): void {
     if (this.full) this.trace.event(this.t, this.seq, node, kind, data);
   }
 
@@ -332,6 +356,7 @@ class Simulation {
         admin: [],
         busy: null,
         created: false,
+        linkSlot: null,
       });
       this.queue.push(1 + i * stagger, { kind: 'create-account', user });
     });
@@ -564,19 +589,24 @@ class Simulation {
   private handleOutputs(install: Install, outputs: readonly DeviceOutput[], input?: DeviceInput): void {
     if (install.attacker) return this.attackerOutputs(install, outputs, input);
     if (this.full) {
+      const view = install.engine.abstract();
+      this.checker.deviceAbstract(install.name, view);
+      // Summarised now, so that the event keeps no packet bytes alive. The abstract-state delta
+      // from the install's previous step line is computed when the lines are written, in line
+      // order (TraceWriter; views are immutable): a run whose trace nobody reads skips it.
       const data: Record<string, unknown> = {
         input: input === undefined ? { kind: 'create' } : summarizeInput(input),
         outputs: outputs.map(summarizeOutput),
       };
-      const view = install.engine.abstract();
-      this.checker.deviceAbstract(install.name, view);
-      const delta = abstractDelta(view, install.lastParts, this.env.crypto);
-      data.abstractHash = delta.hash;
-      if (delta.changed !== null) data.abstractDelta = delta.changed;
-      install.lastParts = delta.parts;
       const model = install.engine.modelStep();
       if (model !== null) data.model = { path: [...model.path], state: model.state };
-      this.event(install.name, 'step', data);
+      this.event(install.name, 'step', () => {
+        const delta = abstractDelta(view, install.lastParts, this.env.crypto);
+        data.abstractHash = delta.hash;
+        if (delta.changed !== null) data.abstractDelta = delta.changed;
+        install.lastParts = delta.parts;
+        return data;
+      });
     }
     this.adversary?.afterStep(install.name, install.address, outputs, install.engine.abstract(), input);
     for (const output of outputs) this.onOutput(install, output);
@@ -817,6 +847,8 @@ class Simulation {
     if (rec === undefined || rec.busy !== null) return;
     const primary = this.installs.get(rec.primary);
     if (primary === undefined || !primary.alive || primary.engine.lifecycle() !== 'linked') return;
+    const next = rec.admin[0];
+    if (next?.kind === 'link' && !this.linkMayStart(rec)) return;
     const op = rec.admin.shift();
     if (op === undefined) return;
     if (op.kind === 'link') {
@@ -837,6 +869,28 @@ class Simulation {
     }
     rec.busy = op;
     this.step(primary, { kind: 'user.revoke-device', deviceId: target.address.deviceId });
+  }
+
+  /**
+   * Whether `rec`'s next link may start now. The first time a link asks, it reserves the earliest
+   * tick at which it keeps at most {@link LINKS_PER_RELAY_TTL} link starts within any
+   * PROVISIONING_TTL; a later tick is kept in `linkSlot` and the admin step runs again then.
+   */
+  private linkMayStart(rec: UserRec): boolean {
+    if (rec.linkSlot === null) {
+      const starts = this.linkStarts;
+      const bound = starts[starts.length - LINKS_PER_RELAY_TTL];
+      const slot = bound === undefined ? this.t : Math.max(this.t, bound + PROVISIONING_TTL);
+      starts.push(slot);
+      rec.linkSlot = slot;
+      if (slot > this.t) {
+        this.checker.count('links.waited');
+        this.queue.push(slot, { kind: 'admin', user: rec.id });
+      }
+    }
+    if (this.t < rec.linkSlot) return false;
+    rec.linkSlot = null;
+    return true;
   }
 
   private adminDone(rec: UserRec): void {
@@ -1176,16 +1230,22 @@ class Simulation {
         request: summarizeRequest(request),
         response: summarizeResponse(response),
       };
-      const delta = serverAbstractDelta(this.server.abstract(), this.lastServerParts, this.env.crypto);
-      data.abstractHash = delta.hash;
-      if (delta.changed !== null) data.abstractDelta = delta.changed;
-      this.lastServerParts = delta.parts;
+      const view = this.server.abstract();
       const model = this.server.modelStep();
       if (model !== null) data.model = { path: [...model.path], state: model.state };
-      this.event('server', 'request', data);
+      // As for device steps: the delta is computed when the lines are written.
+      this.event('server', 'request', () => {
+        const delta = serverAbstractDelta(view, this.lastServerParts, this.env.crypto);
+        data.abstractHash = delta.hash;
+        if (delta.changed !== null) data.abstractDelta = delta.changed;
+        this.lastServerParts = delta.parts;
+        return data;
+      });
     }
     if (request.kind === 'send' && response.kind === 'accepted' && !response.duplicate) {
       for (const m of request.messages) {
+        const depth = this.server.mailboxDepth({ userId: request.recipient, deviceId: m.deviceId });
+        if (depth > this.load.peakMailboxDepth) this.load = { ...this.load, peakMailboxDepth: depth };
         const target = this.byAddress.get(`${request.recipient}.${m.deviceId}`);
         if (target !== undefined) this.push(target);
       }
@@ -1354,6 +1414,7 @@ class Simulation {
       if (!install.alive) continue;
       const view = install.engine.abstract();
       c.countAbstract(view);
+      this.countSessions(view);
       if (!this.full) c.deviceAbstract(install.name, view);
     }
     if (this.converged) this.staleEpoch();
@@ -1361,6 +1422,19 @@ class Simulation {
     c.scanStored(this.server.storedBytes());
     if (this.adversary !== null) this.judgeSecurity(this.adversary);
     this.summary('end');
+  }
+
+  /** Adds the sessions of one live install's final view to {@link LoadFigures}. */
+  private countSessions(view: DeviceAbstractView): void {
+    let { activeSessions, initiatingSessions, archivedSessions } = this.load;
+    for (const user of view.sesame.users)
+      for (const record of user.devices) {
+        const current = record.sessions.current;
+        if (current !== null) activeSessions++;
+        if (current?.phase === 'initiating') initiatingSessions++;
+        archivedSessions += record.sessions.archived.length;
+      }
+    this.load = { ...this.load, activeSessions, initiatingSessions, archivedSessions };
   }
 
   /** Runs the security oracles and records their verdict on the `oracle` lane. */
@@ -1425,9 +1499,13 @@ class Simulation {
     const pick = (q: number): number =>
       latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? 0;
     const header = traceHeader(this.config, explicit ? this.schedule : null);
+    const trace = this.trace;
     return {
       header,
-      lines: this.trace.lines,
+      // Serialised when first read (TraceWriter): a caller that needs only the verdict skips it.
+      get lines(): readonly string[] {
+        return trace.lines;
+      },
       violations: this.checker.violations,
       divergence: this.divergence,
       counters: this.checker.snapshotCounters(),
@@ -1440,6 +1518,7 @@ class Simulation {
         max: latencies[latencies.length - 1] ?? 0,
         count: latencies.length,
       },
+      load: this.load,
     };
   }
 }

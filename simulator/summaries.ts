@@ -10,6 +10,8 @@ import { toHex } from '../spec/hex.js';
 import type { ServerAbstract } from '../spec/server-abstract.js';
 import { CanonicalFragment, canonicalJson } from './canonical.js';
 import type { DeviceAbstractView } from './engine.js';
+import type { SessionAbstract } from '../spec/abstract.js';
+import type { DeviceRecordAbstract, UserRecordAbstract } from '../spec/sesame-abstract.js';
 import type { ProtocolError } from '../spec/errors.js';
 import type { ServerRequest, ServerResponse } from '../spec/server-api.js';
 
@@ -232,7 +234,9 @@ function part(c: CryptoProvider, value: unknown, before: Part | undefined): Part
 
 /** What a delta computed, kept with its `parts` map so the next delta can reuse it. */
 interface DeltaMemo {
-  readonly parts: ReadonlyMap<string, Part>;
+  /** The part keys, in order, and each part (same index). */
+  readonly keys: readonly string[];
+  readonly parts: readonly Part[];
   readonly hashes: string;
   readonly hash: string;
 }
@@ -245,33 +249,39 @@ function delta(
   c: CryptoProvider,
 ): AbstractDelta {
   const memo = deltaMemo.get(previous);
-  const changed: Record<string, unknown> = {};
-  let any = false;
+  // Usually the same keys come in the same order as last time: compare by index, no lookups.
+  let sameKeys = memo !== undefined && memo.keys.length === entries.length;
+  let changed: Record<string, unknown> | null = null;
+  const parts: Part[] = [];
+  entries.forEach(([key, value], i) => {
+    const aligned = sameKeys && memo?.keys[i] === key;
+    if (!aligned) sameKeys = false;
+    const before = aligned ? memo?.parts[i] : undefined;
+    const p = part(c, value, before);
+    parts.push(p);
+    if ((before === undefined ? previous.get(key) : before.hash) !== p.hash) {
+      // An undefined part stays undefined (omitted from the trace line), as before.
+      (changed ??= {})[key] = value === undefined ? undefined : new CanonicalFragment(p.json);
+    }
+  });
+  // The same keys with the same hashes: the previous map and hash stand for this state too.
+  if (changed === null && sameKeys && memo !== undefined) {
+    return { hash: memo.hash, changed: null, parts: previous };
+  }
+  const keys = sameKeys && memo !== undefined ? memo.keys : entries.map(([key]) => key);
   const next = new Map<string, string>();
-  const nextParts = new Map<string, Part>();
   let hashes = '';
-  for (const [key, value] of entries) {
-    const before = memo?.parts.get(key);
-    const p = part(c, value, before !== undefined && before.hash === previous.get(key) ? before : undefined);
+  keys.forEach((key, i) => {
+    const p = parts[i];
+    if (p === undefined) return;
     next.set(key, p.hash);
-    nextParts.set(key, p);
     if (hashes.length > 0) hashes += ';';
     hashes += key + '=' + p.hash;
-    if (previous.get(key) !== p.hash) {
-      // An undefined part stays undefined (omitted from the trace line), as before.
-      changed[key] = value === undefined ? undefined : new CanonicalFragment(p.json);
-      any = true;
-    }
-  }
-  if (previous.size > 0)
-    for (const key of previous.keys())
-      if (!next.has(key)) {
-        changed[key] = null;
-        any = true;
-      }
+  });
+  if (!sameKeys) for (const key of previous.keys()) if (!next.has(key)) (changed ??= {})[key] = null;
   const hash = memo !== undefined && memo.hashes === hashes ? memo.hash : hashOf(c, hashes);
-  deltaMemo.set(next, { parts: nextParts, hashes, hash });
-  return { hash, changed: any ? changed : null, parts: next };
+  deltaMemo.set(next, { keys, parts, hashes, hash });
+  return { hash, changed, parts: next };
 }
 
 /**
@@ -287,16 +297,97 @@ export function abstractDelta(
   previous: ReadonlyMap<string, string>,
   c: CryptoProvider,
 ): AbstractDelta {
-  const { sesame, trust, ...device } = view;
-  const entries: (readonly [string, unknown])[] = [
-    ['device', { ...device, self: sesame.self, messageRecords: sesame.messageRecords }],
-    ['trust', trust],
-  ];
-  for (const user of sesame.users) {
-    entries.push([`user:${user.userId}`, { stale: user.stale }]);
-    for (const record of user.devices) entries.push([`record:${user.userId}.${record.deviceId}`, record]);
+  let entries = deviceEntries.get(view);
+  if (entries === undefined) {
+    entries = [
+      ['device', devicePart(view, c)],
+      ['trust', view.trust],
+    ];
+    for (const user of view.sesame.users) for (const entry of userEntries(user, c)) entries.push(entry);
+    deviceEntries.set(view, entries);
   }
   return delta(entries, previous, c);
+}
+
+/** The parts of a device view (views are immutable, and a step that changes nothing returns the same one). */
+const deviceEntries = new WeakMap<DeviceAbstractView, (readonly [string, unknown])[]>();
+
+/** The parts of one user record, kept with the (immutable) record: unchanged users reuse their keys. */
+const userEntriesMemo = new WeakMap<UserRecordAbstract, readonly (readonly [string, unknown])[]>();
+
+function userEntries(user: UserRecordAbstract, c: CryptoProvider): readonly (readonly [string, unknown])[] {
+  let entries = userEntriesMemo.get(user);
+  if (entries === undefined) {
+    entries = [
+      [`user:${user.userId}`, user.stale ? STALE_USER : FRESH_USER],
+      ...user.devices.map(
+        (record) => [`record:${user.userId}.${record.deviceId}`, withSessionFragments(record, c)] as const,
+      ),
+    ];
+    userEntriesMemo.set(user, entries);
+  }
+  return entries;
+}
+
+/** Canonical JSON of each session of a device record, per (immutable) session object. */
+const sessionJson = new WeakMap<SessionAbstract, CanonicalFragment>();
+
+/**
+ * A device record whose sessions are their canonical JSON, memoised per session: a record keeps
+ * up to 40 archived sessions that do not change when its current one does.
+ */
+function withSessionFragments(record: DeviceRecordAbstract, c: CryptoProvider): Record<string, unknown> {
+  const json = (session: SessionAbstract): CanonicalFragment => {
+    let fragment = sessionJson.get(session);
+    if (fragment === undefined) {
+      fragment = new CanonicalFragment(canonicalJson(session, c));
+      sessionJson.set(session, fragment);
+    }
+    return fragment;
+  };
+  const { current, archived } = record.sessions;
+  return {
+    ...record,
+    sessions: {
+      ...record.sessions,
+      current: current === null ? null : json(current),
+      archived: archived.map(json),
+    },
+  };
+}
+
+/** The two values of a `user:<id>` part, shared so that their JSON and hash are computed once. */
+const STALE_USER = Object.freeze({ stale: true });
+const FRESH_USER = Object.freeze({ stale: false });
+
+/** Canonical JSON of abstract-state members (arrays and records, never mutated), per object. */
+const memberJson = new WeakMap<object, CanonicalFragment>();
+
+/** `member` itself, or for an object its canonical JSON, memoised per object. */
+function memberFragment(member: unknown, c: CryptoProvider): unknown {
+  if (typeof member !== 'object' || member === null) return member;
+  let json = memberJson.get(member);
+  if (json === undefined) {
+    json = new CanonicalFragment(canonicalJson(member, c));
+    memberJson.set(member, json);
+  }
+  return json;
+}
+
+/**
+ * The `device` part: every member of the view but `sesame` and `trust`, plus the Sesame state's
+ * own address and message record count, each object member as its canonical JSON memoised per
+ * member object (an engine that keeps a member, the outbox or the prekey ids, while it is unchanged
+ * has it serialised once; `canonicalJson` writes a fragment verbatim, so the part's JSON is the same).
+ */
+function devicePart(view: DeviceAbstractView, c: CryptoProvider): Record<string, unknown> {
+  const part: Record<string, unknown> = {};
+  for (const [key, member] of Object.entries(view)) {
+    if (key !== 'sesame' && key !== 'trust') part[key] = memberFragment(member, c);
+  }
+  part.self = memberFragment(view.sesame.self, c);
+  part.messageRecords = view.sesame.messageRecords;
+  return part;
 }
 
 /** The server's abstract state as parts: `relay` (provisioning and blob counts) and one per account. */

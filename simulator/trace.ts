@@ -37,9 +37,28 @@ export function traceHeader(config: SimConfig, schedule: readonly ScheduleEntry[
   };
 }
 
-/** Accumulates trace lines and vector clocks. */
+/** An event's data, or a function that computes it when the line is written (see {@link TraceWriter}). */
+export type EventData = Readonly<Record<string, unknown>> | (() => Readonly<Record<string, unknown>>);
+
+/** An event recorded but not serialised yet. */
+interface PendingEvent {
+  readonly t: number;
+  readonly seq: number;
+  readonly node: string;
+  readonly kind: string;
+  readonly vc: Readonly<Record<string, number>>;
+  readonly data: EventData;
+}
+
+/**
+ * Accumulates trace lines and vector clocks. Events are recorded as they happen (vector clocks
+ * included) and serialised the first time {@link TraceWriter.lines} is read, in order; an event
+ * whose data is a function has it computed then. A run whose trace nobody reads (a passing swarm
+ * seed) never pays for serialisation or for what such functions compute (abstract-state deltas).
+ */
 export class TraceWriter {
-  readonly lines: string[] = [];
+  private readonly written: string[] = [];
+  private readonly pending: PendingEvent[] = [];
   private readonly clocks = new Map<string, Record<string, number>>();
 
   constructor(
@@ -48,7 +67,26 @@ export class TraceWriter {
     /** Whether events carry vector clocks (full mode). */
     private readonly withClocks: boolean,
   ) {
-    this.lines.push(canonicalJson(header));
+    this.written.push(canonicalJson(header));
+  }
+
+  /** Every line so far, the header first. */
+  get lines(): readonly string[] {
+    for (const e of this.pending) {
+      const data = typeof e.data === 'function' ? e.data() : e.data;
+      const event: TraceEvent = {
+        type: 'event',
+        t: e.t,
+        seq: e.seq,
+        node: e.node,
+        kind: e.kind,
+        vc: e.vc,
+        data,
+      };
+      this.written.push(canonicalJson(event, this.c));
+    }
+    this.pending.length = 0;
+    return this.written;
   }
 
   /** The node's current vector clock (a copy), for a packet it sends. */
@@ -64,17 +102,19 @@ export class TraceWriter {
     this.clocks.set(node, own);
   }
 
-  /** Writes one event at `node`, ticking its clock. */
-  event(t: number, seq: number, node: string, kind: string, data: Readonly<Record<string, unknown>>): void {
+  /**
+   * Records one event at `node`, ticking its clock. Its data must not change afterwards (it is
+   * serialised later); a function is called once, when the lines are read, in event order.
+   */
+  event(t: number, seq: number, node: string, kind: string, data: EventData): void {
     let vc: Readonly<Record<string, number>> = {};
     if (this.withClocks) {
       const own = this.clocks.get(node) ?? {};
       own[node] = (own[node] ?? 0) + 1;
       this.clocks.set(node, own);
-      // Serialised right below and not kept, so no copy is needed.
-      vc = own;
+      // The clock keeps ticking: the line gets a copy of it as it is now.
+      vc = { ...own };
     }
-    const event: TraceEvent = { type: 'event', t, seq, node, kind, vc, data };
-    this.lines.push(canonicalJson(event, this.c));
+    this.pending.push({ t, seq, node, kind, vc, data });
   }
 }

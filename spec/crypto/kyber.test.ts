@@ -17,6 +17,7 @@ import {
   kemEncapsulate,
   kemGenerateKeyPair,
   kemPublicKeyCoefficientsReduced,
+  PREPARED_KEY_MEMO_MAX,
 } from './kyber.js';
 
 /** An Rng that records every draw (a copy of the bytes handed out) on top of a seeded stream. */
@@ -118,6 +119,34 @@ describe('the round-3 wrapper, checked independently [WP-KEYS-08]', () => {
       expect(toHex(kBar)).toBe(toHex(raw.sharedSecret));
       expect(toHex(kemDecapsulate(keyPair.secretKey, ciphertext))).toBe(toHex(expected));
     }
+  });
+});
+
+describe('the prepared-key memo (same results as without it) [WP-KEYS-08]', () => {
+  it('gives the same ciphertext and secret when a key comes back after the memo dropped it [WP-KEYS-08]', () => {
+    const pair = kemGenerateKeyPair(seededRng('memo pair'));
+    const first = kemEncapsulate(pair.publicKey, seededRng('memo enc'));
+    const again = kemEncapsulate(pair.publicKey, seededRng('memo enc'));
+    // Enough other keys to push this one out of the memo (both for encapsulation and for the
+    // decapsulation that re-encrypts to it).
+    for (let i = 0; i < PREPARED_KEY_MEMO_MAX; i++) {
+      kemEncapsulate(kemGenerateKeyPair(seededRng(`memo filler ${i}`)).publicKey, seededRng('filler enc'));
+    }
+    const later = kemEncapsulate(pair.publicKey, seededRng('memo enc'));
+    for (const result of [again, later]) {
+      expect(toHex(result.ciphertext)).toBe(toHex(first.ciphertext));
+      expect(toHex(result.sharedSecret)).toBe(toHex(first.sharedSecret));
+    }
+    expect(toHex(kemDecapsulate(pair.secretKey, first.ciphertext))).toBe(toHex(first.sharedSecret));
+  });
+
+  it('refuses a secret key whose embedded public key has a coefficient ≥ q with UsageError', () => {
+    const corrupt = Uint8Array.from(keyPair.secretKey);
+    // dk = dk_PKE[1536] ‖ ek[1568] ‖ H(ek)[32] ‖ z[32]: raise ek's first coefficient to 4095.
+    corrupt[1 + 1536] = 0xff;
+    corrupt[1 + 1537] = (corrupt[1 + 1537] ?? 0) | 0x0f;
+    const { ciphertext } = kemEncapsulate(keyPair.publicKey, seededRng('corrupt ek'));
+    expect(() => kemDecapsulate(corrupt, ciphertext)).toThrow(UsageError);
   });
 });
 

@@ -23,11 +23,17 @@
  *
  * Encodings carry libsignal's type byte `0x08` (WP-KEYS-05). These functions take encodings that
  * spec/keys.ts has already validated; a wrong length here is caller misuse ({@link UsageError}).
+ *
+ * Most of an encapsulation's work, and of a decapsulation's (which re-encrypts to the key pair's
+ * own public key), is expanding the matrix Â from the public key's seed ρ, and a simulated run
+ * encapsulates to one last-resort key many times. noble's `prepare(publicKey)` expands Â once and
+ * gives the same results as the one-shot calls; the last {@link PREPARED_KEY_MEMO_MAX} prepared
+ * public keys are kept (public data only), each used only for identical key bytes.
  * @module
  */
 import { sha3_256, shake256 } from '@noble/hashes/sha3.js';
-import { ml_kem1024 } from '@noble/post-quantum/ml-kem.js';
-import { concatBytes } from '../bytes.js';
+import { ml_kem1024, type KEMPrepared } from '@noble/post-quantum/ml-kem.js';
+import { concatBytes, equalBytes } from '../bytes.js';
 import {
   KEM_KEY_TYPE_KYBER1024,
   KEM_SHARED_SECRET_LENGTH,
@@ -36,6 +42,7 @@ import {
   KYBER1024_SECRET_KEY_LENGTH,
 } from '../constants.js';
 import { UsageError } from '../errors.js';
+import { toHex } from '../hex.js';
 import type { Rng } from '../rng.js';
 
 /** WP-KEYS-09: bytes a Kyber-1024 key generation draws (the ML-KEM seed `d ‖ z`). */
@@ -71,6 +78,36 @@ function rawOf(name: string, encoded: Uint8Array, rawLength: number): Uint8Array
   }
   if (encoded[0] !== KEM_KEY_TYPE_KYBER1024) throw new UsageError(`${name} must start with type byte 0x08`);
   return encoded.subarray(1);
+}
+
+/** Bound of the prepared-key memo (module doc): about 12 KiB per key (Â, t̂ and the key). */
+export const PREPARED_KEY_MEMO_MAX = 256;
+
+/** Prepared public keys by the hex of their seed ρ, least recently used first. */
+const preparedKeys = new Map<string, KEMPrepared>();
+
+/**
+ * noble's prepared form of a raw 1568-byte public key, from the memo when the same key bytes were
+ * prepared recently. Throws (as `prepare` does) on a key that fails the FIPS 203 modulus check.
+ */
+function preparedKey(rawPublicKey: Uint8Array): KEMPrepared {
+  const name = toHex(rawPublicKey.subarray(KYBER1024_T_HAT_LENGTH));
+  const known = preparedKeys.get(name);
+  if (known !== undefined) {
+    preparedKeys.delete(name);
+    // Two keys may share ρ (t̂ differs): only identical bytes reuse the prepared key.
+    if (equalBytes(known.publicKey, rawPublicKey)) {
+      preparedKeys.set(name, known);
+      return known;
+    }
+  }
+  const prepared = ml_kem1024.prepare(rawPublicKey);
+  if (preparedKeys.size >= PREPARED_KEY_MEMO_MAX) {
+    const oldest = preparedKeys.keys().next();
+    if (oldest.done !== true) preparedKeys.delete(oldest.value);
+  }
+  preparedKeys.set(name, prepared);
+  return prepared;
 }
 
 /** Kyber v3.02 Alg. 8 step 4 / Alg. 9 step 8: `SHAKE256(K̄ ‖ H(ct), 32)` with `H` = SHA3-256. */
@@ -122,7 +159,7 @@ export function kemEncapsulate(publicKey: Uint8Array, rng: Rng): KemEncapsulatio
   const seed = rng.randomBytes(KEM_ENCAPSULATION_SEED_LENGTH);
   // WP-KEYS-08: round 3 hashes the random seed before use (Kyber v3.02 Alg. 8 step 1).
   const m = sha3_256(seed);
-  const { cipherText, sharedSecret: kBar } = ml_kem1024.encapsulate(rawPublicKey, m);
+  const { cipherText, sharedSecret: kBar } = preparedKey(rawPublicKey).encapsulate(m);
   m.fill(0);
   const sharedSecret = roundThreeKdf(kBar, cipherText);
   kBar.fill(0);
@@ -143,11 +180,31 @@ export function kemDecapsulate(secretKey: Uint8Array, ciphertext: Uint8Array): U
   const rawCiphertext = rawOf('ciphertext', ciphertext, KYBER1024_CIPHERTEXT_LENGTH);
   let kBar: Uint8Array;
   try {
-    kBar = ml_kem1024.decapsulate(rawCiphertext, rawSecretKey);
+    kBar = decapsulateRaw(rawCiphertext, rawSecretKey);
   } catch {
     throw new UsageError('secretKey is not a consistent Kyber-1024 secret key');
   }
   const sharedSecret = roundThreeKdf(kBar, rawCiphertext);
   kBar.fill(0);
   return sharedSecret;
+}
+
+/**
+ * ML-KEM decapsulation with the key pair's own public key (embedded in the secret key, FIPS 203
+ * §7.3: `dk = dk_PKE ‖ ek ‖ H(ek) ‖ z`) prepared. The prepared call checks the same `H(ek)` the
+ * one-shot call does; an embedded key that cannot be prepared (it fails the modulus check, so the
+ * secret key is corrupt) takes the one-shot path, which decides as it always did. Throws as noble does.
+ */
+function decapsulateRaw(rawCiphertext: Uint8Array, rawSecretKey: Uint8Array): Uint8Array {
+  const embedded = rawSecretKey.subarray(
+    KYBER1024_SECRET_KEY_LENGTH - 64 - KYBER1024_PUBLIC_KEY_LENGTH,
+    KYBER1024_SECRET_KEY_LENGTH - 64,
+  );
+  let prepared: KEMPrepared;
+  try {
+    prepared = preparedKey(embedded);
+  } catch {
+    return ml_kem1024.decapsulate(rawCiphertext, rawSecretKey);
+  }
+  return prepared.decapsulate(rawCiphertext, rawSecretKey);
 }

@@ -3,7 +3,8 @@
  * browser bundles never import this file (spec/crypto/index.ts exports the noble provider only).
  *
  * - X25519: RFC 7748 §5 via `diffieHellman` on raw keys imported as JWK (RFC 8037).
- * - SHA-256 / SHA-512 (FIPS 180-4), HMAC-SHA256 (RFC 2104), HKDF-SHA256 (RFC 5869, `hkdfSync`).
+ * - SHA-256 / SHA-512 (FIPS 180-4, one-shot `hash`), HMAC-SHA256 (RFC 2104), HKDF-SHA256
+ *   (RFC 5869, `hkdfSync`).
  * - AES-256-CBC with PKCS#7 padding (NIST SP 800-38A) via `createCipheriv` / `createDecipheriv`.
  * - Ed25519 verification (RFC 8032 §5.1.7) via `crypto.verify(null, …)`, after the prechecks of
  *   `./ed25519-strict.ts` (WP-KEYS-07). OpenSSL itself rejects `S ≥ L` and compares the re-encoded
@@ -15,11 +16,22 @@
  * exception to 32 zero bytes. Arguments are length-checked first and only an OpenSSL error from the
  * derivation itself is mapped; anything else is rethrown.
  *
- * Nothing is cached: every call builds its key objects from the bytes it is given, so no secret
- * outlives the call inside this module. Results are plain `Uint8Array`s (never `Buffer`), so
- * callers see the same type from both providers: copies, except that AES-256-CBC decryption views
- * the fresh, exactly sized output of `update()` directly, since copying a large plaintext costs
- * time and garbage. `Buffer` is otherwise used only for base64url inside this module.
+ * Key objects are cached, because importing a key costs more than using it (in Node 20 an X25519
+ * private-key import derives the public key, about 1.5 DH operations; a public-key import about
+ * half of one) and a run uses the same keys again and again (an identity key in every session, a
+ * ratchet key for a whole chain):
+ * - a private key's object is kept in a `WeakMap` under the caller's own array, with a copy of the
+ *   bytes it was made from, and used only while the array still holds those bytes. It lives no
+ *   longer than the caller's array, so the module holds no secret the caller does not hold, and
+ *   only the last {@link PRIVATE_KEY_CACHE_MAX} keys made are kept (a busy simulation holds a
+ *   million private keys; most reuse comes within one operation or the next);
+ * - public keys (X25519 and Ed25519) are kept by their bytes in a bounded map
+ *   ({@link PUBLIC_KEY_CACHE_MAX} entries, least recently used dropped first): public data only.
+ *
+ * Results are plain `Uint8Array`s (never `Buffer`), so callers see the same type from both
+ * providers: copies, except that AES-256-CBC decryption views the fresh, exactly sized output of
+ * `update()` directly, since copying a large plaintext costs time and garbage. `Buffer` is
+ * otherwise used only for base64url inside this module.
  *
  * AES-256-CBC decryption runs with OpenSSL's padding off and checks PKCS#7 here (RFC 5652 §6.3,
  * the same rule OpenSSL and noble apply; spec/crypto/providers.test.ts compares all three on every
@@ -31,16 +43,16 @@ import { Buffer } from 'node:buffer';
 import {
   createCipheriv,
   createDecipheriv,
-  createHash,
   createHmac,
   createPrivateKey,
   createPublicKey,
   diffieHellman,
+  hash,
   hkdfSync,
   verify,
   type KeyObject,
 } from 'node:crypto';
-import { concatBytes } from '../bytes.js';
+import { concatBytes, copyBytes, equalBytes } from '../bytes.js';
 import { X25519_KEY_LENGTH } from '../constants.js';
 import { InvariantError } from '../errors.js';
 import { requireByteParts, requireBytes, requireHkdfArguments } from './checks.js';
@@ -113,17 +125,93 @@ function base64url(bytes: Uint8Array): string {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64url');
 }
 
+/** A private key object with the bytes it was made from (module doc: the private-key cache). */
+interface CachedPrivateKey {
+  readonly bytes: Uint8Array;
+  readonly key: KeyObject;
+  /** Its place in {@link recentPrivateKeys}. */
+  slot: number;
+}
+
+/** X25519 private key objects by the caller's array (module doc). */
+const privateKeyObjects = new WeakMap<Uint8Array, CachedPrivateKey>();
+
+/** Bound of the private-key cache: the keys of the last few hundred operations. */
+export const PRIVATE_KEY_CACHE_MAX = 1024;
+
+/**
+ * The arrays of the last {@link PRIVATE_KEY_CACHE_MAX} cached or reused private keys, oldest
+ * overwritten first. Weak, so the ring keeps no key alive; it only says which entry to drop when a
+ * new one comes.
+ */
+const recentPrivateKeys: (WeakRef<Uint8Array> | undefined)[] = [];
+let nextRecentPrivateKey = 0;
+
+/**
+ * Gives `entry` (cached under `privateKey`) the newest place in the ring, dropping the entry whose
+ * place it takes, unless that entry has moved to a newer place since.
+ */
+function placePrivateKey(privateKey: Uint8Array, entry: CachedPrivateKey): void {
+  const slot = nextRecentPrivateKey;
+  const evicted = recentPrivateKeys[slot]?.deref();
+  if (evicted !== undefined && privateKeyObjects.get(evicted)?.slot === slot)
+    privateKeyObjects.delete(evicted);
+  recentPrivateKeys[slot] = new WeakRef(privateKey);
+  nextRecentPrivateKey = (slot + 1) % PRIVATE_KEY_CACHE_MAX;
+  entry.slot = slot;
+}
+
+/** True when `entry` is in the older half of the ring (a hit then moves it to the newest place). */
+function agingPrivateKey(entry: CachedPrivateKey): boolean {
+  const age = (nextRecentPrivateKey - entry.slot + PRIVATE_KEY_CACHE_MAX) % PRIVATE_KEY_CACHE_MAX;
+  return age > PRIVATE_KEY_CACHE_MAX / 2;
+}
+
+/**
+ * Bound of the public-key cache: a few thousand keys cover every peer key a busy simulated device
+ * uses while its sessions are active, at about 1 KiB per entry.
+ */
+export const PUBLIC_KEY_CACHE_MAX = 4096;
+
+/** Public key objects by curve and base64url bytes, least recently used first (module doc). */
+const publicKeyObjects = new Map<string, KeyObject>();
+
 /** Wraps a raw X25519 private key as a Node key object (OpenSSL clamps it on use). */
 function x25519PrivateKeyObject(privateKey: Uint8Array): KeyObject {
-  return createPrivateKey({
+  const cached = privateKeyObjects.get(privateKey);
+  // The array may have been overwritten since (zeroised, reused): then it is another key.
+  if (cached !== undefined && equalBytes(cached.bytes, privateKey)) {
+    // A key in use (an identity key) stays cached: the ring drops the least recently used.
+    if (agingPrivateKey(cached)) placePrivateKey(privateKey, cached);
+    return cached.key;
+  }
+  const key = createPrivateKey({
     key: { kty: 'OKP', crv: 'X25519', d: base64url(privateKey), x: JWK_PLACEHOLDER_X },
     format: 'jwk',
   });
+  const entry: CachedPrivateKey = { bytes: copyBytes(privateKey), key, slot: 0 };
+  placePrivateKey(privateKey, entry);
+  privateKeyObjects.set(privateKey, entry);
+  return key;
 }
 
 /** Wraps a raw public key (X25519 u or Ed25519 encoding) as a Node key object. */
 function publicKeyObject(crv: 'X25519' | 'Ed25519', publicKey: Uint8Array): KeyObject {
-  return createPublicKey({ key: { kty: 'OKP', crv, x: base64url(publicKey) }, format: 'jwk' });
+  const x = base64url(publicKey);
+  const name = crv === 'X25519' ? `x${x}` : `e${x}`;
+  let key = publicKeyObjects.get(name);
+  if (key !== undefined) {
+    // Least recently used first: a hit moves the key to the end.
+    publicKeyObjects.delete(name);
+  } else {
+    key = createPublicKey({ key: { kty: 'OKP', crv, x }, format: 'jwk' });
+    if (publicKeyObjects.size >= PUBLIC_KEY_CACHE_MAX) {
+      const oldest = publicKeyObjects.keys().next();
+      if (oldest.done !== true) publicKeyObjects.delete(oldest.value);
+    }
+  }
+  publicKeyObjects.set(name, key);
+  return key;
 }
 
 /** Node provider on `node:crypto`. */
@@ -132,7 +220,8 @@ export const nodeProvider: CryptoProvider = Object.freeze({
 
   x25519PublicKey(privateKey: Uint8Array): Uint8Array {
     requireBytes('privateKey', privateKey, X25519_KEY_LENGTH);
-    const jwk = createPublicKey(x25519PrivateKeyObject(privateKey)).export({ format: 'jwk' });
+    // Node derives the public key when it imports the private one; the JWK export carries it as x.
+    const jwk = x25519PrivateKeyObject(privateKey).export({ format: 'jwk' });
     if (typeof jwk.x !== 'string') throw new InvariantError('node:crypto exported an X25519 JWK without x');
     const u = plain(Buffer.from(jwk.x, 'base64url'));
     if (u.length !== X25519_KEY_LENGTH)
@@ -155,14 +244,16 @@ export const nodeProvider: CryptoProvider = Object.freeze({
     }
   },
 
+  // One-shot `hash` (Node ≥ 20.12) skips the Hash object `createHash` builds: most inputs here are
+  // short (fingerprints, XEdDSA), where that object costs as much as the digest.
   sha256(data: Uint8Array): Uint8Array {
     requireBytes('data', data);
-    return plain(createHash('sha256').update(data).digest());
+    return plain(hash('sha256', data, 'buffer'));
   },
 
   sha512(data: Uint8Array): Uint8Array {
     requireBytes('data', data);
-    return plain(createHash('sha512').update(data).digest());
+    return plain(hash('sha512', data, 'buffer'));
   },
 
   hmacSha256(key: Uint8Array, data: Uint8Array): Uint8Array {

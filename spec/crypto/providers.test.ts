@@ -13,7 +13,7 @@ import { concatBytes } from '../bytes.js';
 import { UsageError } from '../errors.js';
 import { fromHex, toHex } from '../hex.js';
 import { nobleProvider } from './noble.js';
-import { nodeProvider } from './node.js';
+import { nodeProvider, PRIVATE_KEY_CACHE_MAX, PUBLIC_KEY_CACHE_MAX } from './node.js';
 import type { CryptoProvider } from './provider.js';
 
 const providers: readonly CryptoProvider[] = [nobleProvider, nodeProvider];
@@ -440,3 +440,37 @@ describe('Ed25519 verification agrees between providers [WP-KEYS-07]', () => {
 function utf8Message(text: string): Uint8Array {
   return new TextEncoder().encode(text);
 }
+
+describe('the node provider key caches (same results as without them)', () => {
+  it('agrees with noble when a private-key array is overwritten between uses [WP-KEYS-06]', () => {
+    fc.assert(
+      fc.property(bytes(32), bytes(32), bytes(32), (a, b, peer) => {
+        const key = Uint8Array.from(a);
+        const u = nobleProvider.x25519PublicKey(peer);
+        expect(toHex(nodeProvider.x25519(key, u))).toBe(toHex(nobleProvider.x25519(a, u)));
+        key.set(b);
+        expect(toHex(nodeProvider.x25519PublicKey(key))).toBe(toHex(nobleProvider.x25519PublicKey(b)));
+        expect(toHex(nodeProvider.x25519(key, u))).toBe(toHex(nobleProvider.x25519(b, u)));
+      }),
+      { numRuns: 20 },
+    );
+  });
+
+  it('agrees with noble for keys used again after more keys than the caches hold [WP-KEYS-06]', () => {
+    const keys = Array.from({ length: 8 }, (_, i) => Uint8Array.from({ length: 32 }, (_, j) => i * 31 + j));
+    const peers = keys.map((k) => nobleProvider.x25519PublicKey(Uint8Array.from(k, (x) => x ^ 0x55)));
+    const expected = keys.map((k, i) => toHex(nobleProvider.x25519(k, peers[i] ?? new Uint8Array(32))));
+    const round = (): string[] =>
+      keys.map((k, i) => toHex(nodeProvider.x25519(k, peers[i] ?? new Uint8Array(32))));
+    expect(round()).toEqual(expected);
+    const fillers = Math.max(PRIVATE_KEY_CACHE_MAX, PUBLIC_KEY_CACHE_MAX) + 1;
+    const key = new Uint8Array(32).fill(9);
+    for (let i = 0; i < fillers; i++) {
+      const filler = Uint8Array.from(key);
+      filler[0] = i & 0xff;
+      filler[1] = i >> 8;
+      nodeProvider.x25519(filler, filler);
+    }
+    expect(round()).toEqual(expected);
+  });
+});

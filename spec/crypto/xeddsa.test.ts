@@ -171,3 +171,43 @@ describe('XEdDSA sign and verify', () => {
     expect(() => xeddsaSign(nobleProvider, k, k, new Uint8Array(32))).toThrow(UsageError);
   });
 });
+
+describe('XEdDSA memos (same results as without them)', () => {
+  const message = fromHex('0102030405');
+  const random = new Uint8Array(64).fill(7);
+
+  it('signs with the bytes a private-key array holds now, after the array was overwritten [WP-KEYS-07]', () => {
+    const a = seededRng('memo key a').randomBytes(32);
+    const b = seededRng('memo key b').randomBytes(32);
+    for (const c of providers) {
+      const key = Uint8Array.from(a);
+      const first = xeddsaSign(c, key, message, random);
+      key.set(b);
+      const second = xeddsaSign(c, key, message, random);
+      expect(toHex(second)).toBe(toHex(xeddsaSign(c, Uint8Array.from(b), message, random)));
+      expect(toHex(second)).not.toBe(toHex(first));
+      expect(xeddsaVerify(c, publicKeyFromPrivate(c, b), message, second)).toBe(true);
+      expect(xeddsaVerify(c, publicKeyFromPrivate(c, a), message, second)).toBe(false);
+    }
+  });
+
+  it('reuses a verdict only for identical key, message and signature bytes [WP-KEYS-07]', () => {
+    const privateKey = seededRng('memo verdicts').randomBytes(32);
+    for (const c of providers) {
+      const publicKey = publicKeyFromPrivate(c, privateKey);
+      const signed = Uint8Array.from(message);
+      const signature = xeddsaSign(c, privateKey, signed, random);
+      expect(xeddsaVerify(c, publicKey, signed, signature)).toBe(true);
+      // The same arrays, changed in place after a valid verdict: each change is judged anew.
+      signed[0] = (signed[0] ?? 0) ^ 1;
+      expect(xeddsaVerify(c, publicKey, signed, signature)).toBe(false);
+      signed[0] = (signed[0] ?? 0) ^ 1;
+      expect(xeddsaVerify(c, publicKey, signed, signature)).toBe(true);
+      publicKey[5] = (publicKey[5] ?? 0) ^ 1;
+      expect(xeddsaVerify(c, publicKey, signed, signature)).toBe(false);
+      publicKey[5] = (publicKey[5] ?? 0) ^ 1;
+      signature[10] = (signature[10] ?? 0) ^ 1;
+      expect(xeddsaVerify(c, publicKey, signed, signature)).toBe(false);
+    }
+  });
+});

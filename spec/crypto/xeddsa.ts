@@ -16,13 +16,24 @@
  * Verification rebuilds the Edwards key from the Montgomery `u` (`y = (u − 1)/(u + 1)`, RFC 7748 §4.1)
  * and the sign bit carried in the signature, clears that bit, and runs Ed25519 verification under
  * Lockstep's strict rule (`./ed25519-strict.ts`): unlike libsignal, `s ≥ L` is rejected.
+ *
+ * Two memos spare repeated work without changing any result (a run signs many prekeys with one
+ * identity key and verifies the same signed prekey or device list again and again):
+ * - signing keeps `A` (public) under the caller's private-key array, with a copy of the bytes it was
+ *   computed from, and uses it only while the array holds those bytes; it lives no longer than the
+ *   caller's array;
+ * - verification keeps each provider's {@link VERIFY_MEMO_MAX} most recently used verdicts by
+ *   signature, with copies of the key and message, and reuses a verdict only for the same provider
+ *   and identical key, message and signature bytes. Verdicts are a function of those bytes, and
+ *   keeping them per provider leaves each provider's own computation to tests that compare the two.
  * @module
  */
 import { ed25519 } from '@noble/curves/ed25519.js';
 import { bytesToNumberLE, numberToBytesLE } from '@noble/curves/utils.js';
-import { concatBytes } from '../bytes.js';
+import { concatBytes, copyBytes, equalBytes } from '../bytes.js';
 import { EC_KEY_TYPE_DJB, EC_PUBLIC_KEY_LENGTH, SIGNATURE_LENGTH, X25519_KEY_LENGTH } from '../constants.js';
 import { UsageError } from '../errors.js';
+import { toHex } from '../hex.js';
 import type { CryptoProvider } from './provider.js';
 
 /** Length of the XEdDSA random input `Z` (XEdDSA §3.3; WP-KEYS-09 draws exactly this many bytes). */
@@ -34,6 +45,28 @@ const Fp = Point.Fp;
 
 /** XEdDSA §3.3 `hash_1` prefix: `2^256 − 1 − 1` little-endian, i.e. `0xFE ‖ 0xFF×31`. */
 const HASH1_PREFIX = Uint8Array.from({ length: 32 }, (_, i) => (i === 0 ? 0xfe : 0xff));
+
+/** `A` of a private key, with the key bytes it was computed from (module doc: the signing memo). */
+interface SigningKey {
+  readonly privateKey: Uint8Array;
+  readonly encodedA: Uint8Array;
+}
+
+/** Signing memo: by the caller's private-key array. */
+const signingKeys = new WeakMap<Uint8Array, SigningKey>();
+
+/** Bound of each provider's verification memo: about 2 KiB per entry at most (a Kyber key signed). */
+export const VERIFY_MEMO_MAX = 4096;
+
+/** A verdict with the exact inputs it was given (module doc: the verification memo). */
+interface Verdict {
+  readonly publicKey: Uint8Array;
+  readonly message: Uint8Array;
+  readonly valid: boolean;
+}
+
+/** Verification memos per provider: signature hex → verdict, least recently used first. */
+const verdicts = new WeakMap<CryptoProvider, Map<string, Verdict>>();
 
 /** RFC 7748 §5 `decodeScalar25519` clamping, on a copy. */
 function clamp(privateKey: Uint8Array): Uint8Array {
@@ -64,7 +97,7 @@ export function xeddsaSign(
   // WP-KEYS-06 / WP-KEYS-07: a = clamp(k) mod L and A = aB, kept unnegated (libsignal's variant).
   const k = clamp(privateKey);
   const a = Fn.create(bytesToNumberLE(k));
-  const encodedA = Point.BASE.multiply(a).toBytes();
+  const encodedA = signingKeyA(privateKey, a);
   const signBit = (encodedA[31] ?? 0) & 0x80;
   // WP-KEYS-07: r = SHA-512(0xFE ‖ 0xFF×31 ‖ k ‖ M ‖ Z) mod L. libsignal hashes the clamped
   // private key bytes here (not a mod L); any value is secure, this one matches libsignal.
@@ -80,6 +113,16 @@ export function xeddsaSign(
   return signature;
 }
 
+/** `A = aB` encoded, for the private key `privateKey` whose scalar is `a`, from the signing memo. */
+function signingKeyA(privateKey: Uint8Array, a: bigint): Uint8Array {
+  const known = signingKeys.get(privateKey);
+  // The array may have been overwritten since (zeroised, reused): then it is another key.
+  if (known !== undefined && equalBytes(known.privateKey, privateKey)) return known.encodedA;
+  const encodedA = Point.BASE.multiply(a).toBytes();
+  signingKeys.set(privateKey, { privateKey: copyBytes(privateKey), encodedA });
+  return encodedA;
+}
+
 /**
  * Verifies an XEdDSA signature against a 33-byte `0x05 ‖ u` public key (WP-KEYS-07). Returns false
  * for any malformed key or signature (wrong lengths or type byte, `u ≥ p`, `u = p − 1`, a point
@@ -91,9 +134,38 @@ export function xeddsaVerify(
   message: Uint8Array,
   signature: Uint8Array,
 ): boolean {
+  if (!(publicKey instanceof Uint8Array) || !(signature instanceof Uint8Array)) return false;
+  if (!(message instanceof Uint8Array)) return false;
+  let memo = verdicts.get(c);
+  if (memo === undefined) {
+    memo = new Map();
+    verdicts.set(c, memo);
+  }
+  const name = toHex(signature);
+  const known = memo.get(name);
+  if (known !== undefined && equalBytes(known.publicKey, publicKey) && equalBytes(known.message, message)) {
+    // Least recently used first: a hit moves the verdict to the end.
+    memo.delete(name);
+    memo.set(name, known);
+    return known.valid;
+  }
+  const valid = verifyOnce(c, publicKey, message, signature);
+  if (memo.size >= VERIFY_MEMO_MAX) {
+    const oldest = memo.keys().next();
+    if (oldest.done !== true) memo.delete(oldest.value);
+  }
+  memo.set(name, { publicKey: copyBytes(publicKey), message: copyBytes(message), valid });
+  return valid;
+}
+
+/** {@link xeddsaVerify} without the memo. */
+function verifyOnce(
+  c: CryptoProvider,
+  publicKey: Uint8Array,
+  message: Uint8Array,
+  signature: Uint8Array,
+): boolean {
   try {
-    if (!(publicKey instanceof Uint8Array) || !(signature instanceof Uint8Array)) return false;
-    if (!(message instanceof Uint8Array)) return false;
     if (publicKey.length !== EC_PUBLIC_KEY_LENGTH || publicKey[0] !== EC_KEY_TYPE_DJB) return false;
     if (signature.length !== SIGNATURE_LENGTH) return false;
     const u = bytesToNumberLE(publicKey.subarray(1));
