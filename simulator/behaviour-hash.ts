@@ -6,4 +6,4 @@
  */
 
 /** The behaviour hash of this build's protocol sources. */
-export const BEHAVIOUR_HASH = '0af0101f69a66f81091bf5213079980e3e106923887168088a95b65fdc3699de';
+export const BEHAVIOUR_HASH = '39bb754f9f1642328d5492c6931bf1253f320eace6c340b7b8b7e909672abddd';
