@@ -6,4 +6,4 @@
  */
 
 /** The behaviour hash of this build's protocol sources. */
-export const BEHAVIOUR_HASH = '8dc3a2a1d4606e9cf77960b2ba5715a07f225d89d498d053cf11dfe97f13a4c2';
+export const BEHAVIOUR_HASH = 'e36db8e3c661604db6fb9620fecc5bbfd8211063df9de60793caf57f83e5a669';

@@ -7,9 +7,15 @@
 import { describe, expect, it } from 'vitest';
 import { nodeProvider } from '../spec/crypto/node.js';
 import type { BugName } from '../spec/bugs.js';
-import type { DeviceInput, DeviceOutput } from '../impl/device.js';
+import type { DeviceInput, DeviceOutput, DeviceState } from '../impl/device.js';
 import { ORACLE_NAMES, type OracleName, type SecurityReport } from './api.js';
-import { attackConfig, attackScenario, runAttack, type AttackOptions } from './attacks.js';
+import {
+  attackConfig,
+  attackScenario,
+  runAttack,
+  type AttackOptions,
+  type AttackScenario,
+} from './attacks.js';
 import { implEngineFactory, type DeviceEngine, type EngineFactory } from './engine.js';
 import { runSimulation } from './run.js';
 
@@ -28,24 +34,30 @@ function oracles(report: SecurityReport): Set<OracleName> {
 }
 
 /**
- * An impl engine whose devices' outputs pass through `rewrite`, and their inputs through
- * `rewriteInput` (a defect planted in a test).
+ * An impl engine whose devices' outputs pass through `rewrite`, their inputs through
+ * `rewriteInput`, and the state a compromise copies through `rewriteSnapshot` (given the state the
+ * device was created with) — a defect or a situation planted in a test.
  */
 function rewritingFactory(
   rewrite: (outputs: readonly DeviceOutput[], engine: DeviceEngine) => readonly DeviceOutput[],
   rewriteInput: (input: DeviceInput) => DeviceInput = (input) => input,
+  rewriteSnapshot: (state: DeviceState, created: DeviceState) => DeviceState = (state) => state,
 ): EngineFactory {
   const inner = implEngineFactory();
-  const wrap = (engine: DeviceEngine): DeviceEngine => ({
-    step: (input, now) => rewrite(engine.step(rewriteInput(input), now), engine),
-    abstract: () => engine.abstract(),
-    lifecycle: () => engine.lifecycle(),
-    address: () => engine.address(),
-    hasWork: () => engine.hasWork(),
-    snapshot: () => engine.snapshot(),
-    restore: (s) => engine.restore(s),
-    modelStep: () => engine.modelStep(),
-  });
+  const wrap = (engine: DeviceEngine): DeviceEngine => {
+    // impl/ states are immutable plain data (simulator/engine.ts ImplDevice.snapshot).
+    const created = engine.snapshot() as DeviceState;
+    return {
+      step: (input, now) => rewrite(engine.step(rewriteInput(input), now), engine),
+      abstract: () => engine.abstract(),
+      lifecycle: () => engine.lifecycle(),
+      address: () => engine.address(),
+      hasWork: () => engine.hasWork(),
+      snapshot: () => rewriteSnapshot(engine.snapshot() as DeviceState, created),
+      restore: (s) => engine.restore(s),
+      modelStep: () => engine.modelStep(),
+    };
+  };
   return {
     name: 'impl',
     createPrimary: (env, userId, now, options) => {
@@ -135,6 +147,89 @@ describe('security oracles can fail', () => {
     expect(oracles(scenarioReport('kci-signed-prekey', { mode: 'hardened' }))).not.toContain(
       'authentication',
     );
+  });
+
+  describe('forward-secrecy: the no-one-time-prekey window (X3DH §4.6, WHITEPAPER.md §8.1 C4)', () => {
+    // u0/1 opens a session to u1/1 with one message, which u1/1 shows; the attacker then steals
+    // u1/1's state. The stolen state lacks the session (as a victim's does once the session was
+    // replaced), so the attacker reads the message only by running PQXDH again from the stolen
+    // identity key, signed prekey, last-resort Kyber prekey and, if the message named one, the
+    // one-time prekey.
+    const base = attackScenario('forward-secrecy');
+    if (base === undefined) throw new Error('no scenario forward-secrecy');
+    const text = 'fs-opk ~mk0000000f5033~';
+    const scenario = (withhold: boolean): AttackScenario => ({
+      ...base,
+      name: withhold ? 'fs-no-one-time-prekey' : 'fs-one-time-prekey',
+      schedule: [{ t: 4_000, op: 'send', from: 'u0/1', to: ['u1'], text }],
+      steps: [
+        ...(withhold ? [{ t: 3_500, op: 'withhold-opks' as const, user: 'u1', until: 40_000 }] : []),
+        { t: 8_000, op: 'compromise', device: 'u1/1', label: 'B' },
+      ],
+    });
+    const withoutSessions = (state: DeviceState): DeviceState => {
+      const users = Object.fromEntries(
+        Object.entries(state.sesame.users).map(([id, user]) => [
+          id,
+          {
+            ...user,
+            devices: Object.fromEntries(
+              Object.entries(user.devices).map(([d, device]) => [
+                d,
+                { ...device, sessions: { current: null, archived: [] } },
+              ]),
+            ),
+          },
+        ]),
+      );
+      return { ...state, sesame: { ...state.sesame, users } };
+    };
+    const report = (withhold: boolean, keepUsedOneTimePreKeys: boolean): SecurityReport => {
+      const factory = rewritingFactory(
+        (outputs) => outputs,
+        (input) => input,
+        (state, created) => {
+          const stripped = withoutSessions(state);
+          if (!keepUsedOneTimePreKeys) return stripped;
+          // The planted defect: one-time prekeys, EC and Kyber, are never deleted after use
+          // (against WP-PQXDH-06).
+          const keep = <T extends { readonly keyId: number }>(now: readonly T[], then: readonly T[]): T[] => [
+            ...now,
+            ...then.filter((k) => !now.some((n) => n.keyId === k.keyId)),
+          ];
+          return {
+            ...stripped,
+            prekeys: {
+              ...stripped.prekeys,
+              oneTimePreKeys: keep(state.prekeys.oneTimePreKeys, created.prekeys.oneTimePreKeys),
+              kyberPreKeys: keep(state.prekeys.kyberPreKeys, created.prekeys.kyberPreKeys),
+            },
+          };
+        },
+      );
+      return runAttack(scenario(withhold), { mode: 'hardened' }, { crypto: nodeProvider, factory }).report;
+    };
+    const leaksOf = (r: SecurityReport) => r.leaks.filter((l) => l.text === text);
+
+    it('a message sent without a one-time prekey and shown before the theft is read, inside the window', () => {
+      const r = report(true, false);
+      expect(leaksOf(r).map((l) => [l.via, l.allowedBy])).toEqual([['state:B', 'no-one-time-prekey']]);
+      expect(oracles(r)).not.toContain('forward-secrecy');
+    });
+
+    it('a message that used a one-time prekey is unreadable once the key is deleted', () => {
+      const r = report(false, false);
+      expect(leaksOf(r)).toEqual([]);
+      expect(oracles(r)).not.toContain('forward-secrecy');
+    });
+
+    it('a message that used a one-time prekey the victim failed to delete is a violation, not the window', () => {
+      const r = report(false, true);
+      expect(leaksOf(r).map((l) => [l.via, l.allowedBy])).toEqual([['state:B', null]]);
+      expect(r.violations.filter((v) => v.oracle === 'forward-secrecy').map((v) => v.message)).toEqual([
+        expect.stringContaining('u1/1 had shown it'),
+      ]);
+    });
   });
 
   it('every oracle is shown violated above', () => {

@@ -1001,6 +1001,15 @@ export class SecurityRecorder {
       // A rollback after it was shown brings its key back.
       if (used && rolledBack(victim, shownAt, c.t))
         return leak('rolled-back-before-compromise', 'forward-secrecy', '');
+      // A session begun without a one-time prekey rests on keys the victim still held when it was
+      // robbed (X3DH §4.6; WHITEPAPER.md §8.1 C4, L15): PQXDH run again from them reads it.
+      if (
+        used &&
+        session.fromStolenPrekeys &&
+        copy.type === 'prekey' &&
+        openedWithoutOneTimePreKey(copy.bytes, c.stolen)
+      )
+        return leak('no-one-time-prekey', 'forward-secrecy', '');
       if (used) return leak(null, 'forward-secrecy', `${c.install} had shown it at t=${shownAt}`);
       return leak('in-flight-at-compromise', 'forward-secrecy', '');
     }
@@ -1024,6 +1033,22 @@ export class SecurityRecorder {
     }
     return leak('not-yet-healed', 'post-compromise-security', '');
   }
+}
+
+/**
+ * Whether a PreKey message began its session without a one-time EC prekey, on a signed prekey and
+ * a last-resort Kyber prekey that `stolen` still holds: the keys an attacker who stole them needs
+ * to run PQXDH again and read it (X3DH §4.6; PQXDH §3.3: the last-resort key is never deleted).
+ * A message that named a one-time prekey is not covered, since the victim deletes that key on use.
+ */
+function openedWithoutOneTimePreKey(bytes: Uint8Array, stolen: StolenState): boolean {
+  const parsed = parsePreKeySignalMessage(bytes);
+  if (!parsed.ok || parsed.value.preKeyId !== undefined) return false;
+  const { signedPreKeyId, kyberPreKeyId } = parsed.value;
+  return (
+    stolen.prekeys.signedPreKeys.some((k) => k.keyId === signedPreKeyId) &&
+    stolen.prekeys.kyberPreKeys.some((k) => k.keyId === kyberPreKeyId && k.lastResort)
+  );
 }
 
 function emissionKey(install: string, requestId: number, request: ServerRequest): string {
