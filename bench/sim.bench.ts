@@ -42,7 +42,7 @@ import { nobleProvider } from '../spec/crypto/noble.js';
 import type { EngineChoice, SimResult } from '../simulator/api.js';
 import { presetBody, presetConfig } from '../simulator/presets.js';
 import { runSimulation } from '../simulator/run.js';
-import { HEAP_LIMIT_MIB } from '../cli/heap.js';
+import { HEAP_LIMIT_MIB, LARGE_RUN_NODE_FLAGS } from '../cli/heap.js';
 import { runSwarm } from '../cli/swarm.js';
 import { simulate } from '../cli/simulate.js';
 import { formatTable } from '../cli/summary.js';
@@ -150,17 +150,11 @@ function peakDayChild(): void {
   process.stdout.write(`${PEAK_DAY_MARKER}${JSON.stringify(figures)}\n`);
 }
 
-/** Runs {@link peakDayChild} in a child process with the CLI's heap limit and returns its figures. */
+/** Runs {@link peakDayChild} in a child process with the CLI's large-run flags and returns its figures. */
 function runPeakDayChild(): PeakDayFigures {
   const child = spawnSync(
     process.execPath,
-    [
-      `--max-old-space-size=${HEAP_LIMIT_MIB}`,
-      '--import',
-      'tsx',
-      fileURLToPath(import.meta.url),
-      '--peak-day-child',
-    ],
+    [...LARGE_RUN_NODE_FLAGS, '--import', 'tsx', fileURLToPath(import.meta.url), '--peak-day-child'],
     { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 26 },
   );
   const line = child.stdout.split('\n').find((l) => l.startsWith(PEAK_DAY_MARKER));

@@ -1613,6 +1613,41 @@ describe('bounded stores', () => {
     ).toEqual({ kind: 'ok' });
   });
 
+  it('purges exactly the expired relay entries and counts only live ones as full [WP-SRV-23, WP-SRV-25]', () => {
+    // Staggered entries: the first half stored at T0, the second half a minute later.
+    const name = (i: number): string => `address-${String(i).padStart(10, '0')}`;
+    const half = MAX_PROVISIONING_ENTRIES / 2;
+    let state = emptyServerState();
+    for (let i = 0; i < MAX_PROVISIONING_ENTRIES; i++) {
+      const at = i < half ? T0 : T0 + 60_000;
+      state = ok(state, { kind: 'provision-put', address: name(i), bytes: Uint8Array.of(i & 255) }, at);
+    }
+    const full = state;
+    // One tick before the first half expires the relay is still full.
+    const extra = { kind: 'provision-put', address: 'address-one-more', bytes: Uint8Array.of(7) } as const;
+    expect(step(full, extra, T0 + PROVISIONING_TTL - 1).response).toMatchObject({
+      code: 'SERVER_STORE_FULL',
+    });
+    // Once it has, exactly that half goes, in order, and the put takes one of its places.
+    const after = step(full, extra, T0 + PROVISIONING_TTL);
+    expect(after.response).toEqual({ kind: 'ok' });
+    const expected = [...Array.from({ length: half }, (_, i) => name(half + i)), 'address-one-more'];
+    expect(Object.keys(after.state.provisioning)).toEqual(expected);
+    expect(
+      step(after.state, { kind: 'provision-get', address: name(0) }, T0 + PROVISIONING_TTL).response,
+    ).toEqual({ kind: 'provision', bytes: null });
+    // The earlier state is a value: the same put on it still sees a full relay, and its entries stay.
+    expect(step(full, extra, T0 + 1).response).toMatchObject({ code: 'SERVER_STORE_FULL' });
+    expect(Object.keys(full.provisioning)).toHaveLength(MAX_PROVISIONING_ENTRIES);
+    // The second half expires a minute later; the late entry stays.
+    const later = step(
+      after.state,
+      { kind: 'provision-get', address: 'address-one-more' },
+      T0 + PROVISIONING_TTL + 60_000,
+    );
+    expect(Object.keys(later.state.provisioning)).toEqual(['address-one-more']);
+  });
+
   it('refuses new blobs when the blob store is full [WP-SRV-25]', () => {
     const blobs: Record<string, Uint8Array> = {};
     for (let i = 0; i < MAX_BLOBS; i++) blobs[i.toString(16).padStart(64, '0')] = new Uint8Array(0);

@@ -1181,13 +1181,52 @@ function ackEnvelopes(state: ServerState, request: Request<'ack'>): ServerStep {
 // Provisioning relay (WP-SRV-23) and blobs (WP-SRV-24)
 // ---------------------------------------------------------------------------------------------
 
+/** How many entries a relay record holds and when its oldest was stored (∞ when empty). */
+interface RelaySummary {
+  readonly count: number;
+  readonly oldest: number;
+}
+
+/**
+ * Summaries of relay records, by the (immutable) record object. They spare the scan of every entry
+ * on each use of a relay that holds hundreds of links in progress: a record's summary is computed
+ * once, or carried over when a put or a purge builds the next record. A cache only: the relay's
+ * behaviour is what the code below says with or without it.
+ */
+const relaySummaries = new WeakMap<StringRecord<ProvisioningEntry>, RelaySummary>();
+
+function relaySummary(entries: StringRecord<ProvisioningEntry>): RelaySummary {
+  const known = relaySummaries.get(entries);
+  if (known !== undefined) return known;
+  let count = 0;
+  let oldest = Number.POSITIVE_INFINITY;
+  for (const entry of Object.values(entries)) {
+    count += 1;
+    oldest = Math.min(oldest, entry.storedAt);
+  }
+  const summary = { count, oldest };
+  relaySummaries.set(entries, summary);
+  return summary;
+}
+
 /** WP-SRV-23: entries older than PROVISIONING_TTL are purged whenever the relay is used. */
 function purgeProvisioning(
   entries: StringRecord<ProvisioningEntry>,
   now: number,
 ): StringRecord<ProvisioningEntry> {
-  const live = Object.entries(entries).filter(([, entry]) => now - entry.storedAt < PROVISIONING_TTL);
-  return live.length === Object.keys(entries).length ? entries : Object.fromEntries(live);
+  // Nothing to purge unless the oldest entry has expired.
+  if (now - relaySummary(entries).oldest < PROVISIONING_TTL) return entries;
+  const live: Record<string, ProvisioningEntry> = {};
+  let count = 0;
+  let oldest = Number.POSITIVE_INFINITY;
+  for (const [address, entry] of Object.entries(entries)) {
+    if (now - entry.storedAt >= PROVISIONING_TTL) continue;
+    live[address] = entry;
+    count += 1;
+    oldest = Math.min(oldest, entry.storedAt);
+  }
+  relaySummaries.set(live, { count, oldest });
+  return live;
 }
 
 function isProvisioningAddress(address: unknown): address is string {
@@ -1216,10 +1255,15 @@ function provisionPut(state: ServerState, request: Request<'provision-put'>, now
     };
   }
   // WP-SRV-25: the relay is bounded.
-  if (Object.keys(entries).length >= MAX_PROVISIONING_ENTRIES) {
+  const summary = relaySummary(entries);
+  if (summary.count >= MAX_PROVISIONING_ENTRIES) {
     return fail(state, 'SERVER_STORE_FULL', 'the provisioning relay is full');
   }
   const provisioning = withEntry(entries, address, { bytes: copyBytes(bytes), storedAt: now });
+  relaySummaries.set(provisioning, {
+    count: summary.count + 1,
+    oldest: Math.min(summary.oldest, now),
+  });
   return { state: { ...state, provisioning }, response: OK };
 }
 

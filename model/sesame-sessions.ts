@@ -740,6 +740,24 @@ export { parsePreKeySignalMessage };
 
 /** Projects one session. */
 export function abstractModelSession(c: CryptoProvider, s: ModelSession): SessionAbstract {
+  // Sessions are immutable values that keep their identity while unchanged, so a projection (a
+  // dozen fingerprints) is computed once per session object and provider.
+  let memo = sessionAbstracts.get(c);
+  if (memo === undefined) {
+    memo = new WeakMap();
+    sessionAbstracts.set(c, memo);
+  }
+  const known = memo.get(s);
+  if (known !== undefined) return known;
+  const view = projectModelSession(c, s);
+  memo.set(s, view);
+  return view;
+}
+
+/** Projections of sessions already seen, per provider (see {@link abstractModelSession}). */
+const sessionAbstracts = new WeakMap<CryptoProvider, WeakMap<ModelSession, SessionAbstract>>();
+
+function projectModelSession(c: CryptoProvider, s: ModelSession): SessionAbstract {
   return {
     phase: s.initiation === null ? 'established' : 'initiating',
     version: s.version,

@@ -6,4 +6,4 @@
  */
 
 /** The behaviour hash of this build's protocol sources. */
-export const BEHAVIOUR_HASH = 'e36db8e3c661604db6fb9620fecc5bbfd8211063df9de60793caf57f83e5a669';
+export const BEHAVIOUR_HASH = '5e0402575e6dcccd1cb3fd5cde603f7c953bca19e770ff9d2c4a8cb1a2231c04';

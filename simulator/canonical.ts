@@ -102,3 +102,51 @@ function write(value: unknown, c: CryptoProvider | undefined): string {
   }
   return out + '}';
 }
+
+/**
+ * True only when `canonicalJson(a, c) === canonicalJson(b, c)` for every provider `c`, decided
+ * without writing either: the same value, equal bytes, equal fragments, or arrays and records whose
+ * members are so pairwise (undefined record members ignored, holes and undefined array items alike,
+ * as {@link canonicalJson} writes them). False means "not shown equal here": the caller then compares
+ * the canonical texts (`both` does, to report a divergence), so this is only ever a shortcut.
+ * simulator/canonical.test.ts checks it against {@link canonicalJson} on generated values.
+ */
+export function canonicallyEqual(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (typeof a === 'number' && typeof b === 'number') return Number.isNaN(a) && Number.isNaN(b);
+  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false;
+  if (a instanceof CanonicalFragment || b instanceof CanonicalFragment) {
+    return a instanceof CanonicalFragment && b instanceof CanonicalFragment && a.json === b.json;
+  }
+  if (a instanceof Uint8Array || b instanceof Uint8Array) {
+    if (!(a instanceof Uint8Array && b instanceof Uint8Array) || a.length !== b.length) return false;
+    for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+    return true;
+  }
+  const aArray = Array.isArray(a);
+  if (aArray !== Array.isArray(b)) return false;
+  if (aArray) {
+    const left = a as readonly unknown[];
+    const right = b as readonly unknown[];
+    if (left.length !== right.length) return false;
+    for (let i = 0; i < left.length; i++) {
+      const l = i in left ? left[i] : undefined;
+      const r = i in right ? right[i] : undefined;
+      // A hole is written as nothing and undefined as null: only the same kind is equal here.
+      if (i in left !== i in right) return false;
+      if (!canonicallyEqual(l, r)) return false;
+    }
+    return true;
+  }
+  const left = a as Record<string, unknown>;
+  const right = b as Record<string, unknown>;
+  let members = 0;
+  for (const key of Object.keys(left)) {
+    const l = left[key];
+    if (l === undefined) continue;
+    members += 1;
+    if (!Object.hasOwn(right, key) || !canonicallyEqual(l, right[key])) return false;
+  }
+  for (const key of Object.keys(right)) if (right[key] !== undefined) members -= 1;
+  return members === 0;
+}

@@ -70,7 +70,7 @@ import {
   type ServerRunner,
 } from '../model/server.js';
 import type { EngineChoice, ModelStepRecord } from './api.js';
-import { canonicalJson } from './canonical.js';
+import { canonicalJson, canonicallyEqual } from './canonical.js';
 
 /** A device's lifecycle phase (WP-LIFE-01). */
 export type LifecycleKind = 'provisioning' | 'registering' | 'linked' | 'revoked';
@@ -817,6 +817,8 @@ class TeeRng {
 }
 
 function compare(node: string, field: string, a: unknown, b: unknown, c: CryptoProvider): void {
+  // The structural shortcut spares writing both texts on the common path (the engines agree).
+  if (canonicallyEqual(a, b)) return;
   const left = canonicalJson(a, c);
   const right = canonicalJson(b, c);
   if (left !== right) throw new DivergenceError(node, field, left, right);

@@ -171,7 +171,12 @@ export class Checker {
   private readonly perProperty = new Map<string, number>();
   private readonly ops = new Map<string, SendOp>();
   private readonly expectations = new Map<string, Expectation>();
-  private readonly shown = new Map<string, number[]>();
+  /**
+   * Per install, the ticks at which each payload id was shown: a number when shown once (nearly
+   * always), else all of them. Nested maps of flat keys keep peak-day's half a million deliveries
+   * to a few objects each.
+   */
+  private readonly shown = new Map<string, Map<string, number | readonly number[]>>();
   private readonly registeredAt = new Map<string, number>();
   private readonly acceptedAt = new Map<string, number>();
   private readonly removedKnown = new Map<string, Set<string>>();
@@ -186,8 +191,8 @@ export class Checker {
     }[]
   >();
   private readonly lastRequestId = new Map<string, number>();
-  private readonly keyUse = new Map<string, string>();
-  private readonly ratchetKeys = new Map<string, Set<string>>();
+  /** Per install, per sending ratchet key (8 bytes, hex), per counter: the ciphertext's digest. */
+  private readonly keyUse = new Map<string, Map<string, Map<number, string>>>();
   private readonly tampered = new Map<string, 'flip' | 'jump'>();
   private readonly stored = new Map<string, number>();
   private readonly acked = new Map<string, number>();
@@ -242,12 +247,16 @@ export class Checker {
   rolledBack(install: string, toTick: number): void {
     this.rolledBackAt.set(install, toTick);
     this.forgetListChangesAfter(install, toTick);
-    for (const [key, times] of this.shown) {
-      if (!key.startsWith(`${install}|`)) continue;
-      const kept = times.filter((x) => x <= toTick);
-      if (kept.length !== times.length)
+    const mine = this.shown.get(install);
+    if (mine !== undefined) {
+      for (const [payloadId, shownAt] of mine) {
+        const times = typeof shownAt === 'number' ? [shownAt] : shownAt;
+        const kept = times.filter((x) => x <= toTick);
+        if (kept.length === times.length) continue;
         this.count('reshown-allowed-after-rollback', times.length - kept.length);
-      this.shown.set(key, kept);
+        if (kept.length === 0) mine.delete(payloadId);
+        else mine.set(payloadId, kept.length === 1 ? (kept[0] ?? toTick) : kept);
+      }
     }
   }
 
@@ -280,10 +289,14 @@ export class Checker {
   ): 'attachment' | null {
     this.count('delivered');
     // no-duplicate-delivery (P34): a payload id is shown once per device.
-    const shownKey = `${install}|${payload.messageId}`;
-    const times = this.shown.get(shownKey) ?? [];
-    times.push(t);
-    this.shown.set(shownKey, times);
+    let mine = this.shown.get(install);
+    if (mine === undefined) {
+      mine = new Map();
+      this.shown.set(install, mine);
+    }
+    const before = mine.get(payload.messageId);
+    const times = before === undefined ? [t] : typeof before === 'number' ? [before, t] : [...before, t];
+    mine.set(payload.messageId, times.length === 1 ? t : times);
     if (times.length > 1)
       this.violate(
         'no-duplicate-delivery',
@@ -479,16 +492,20 @@ export class Checker {
       if (parsed === null) continue;
       // 8 bytes of the ratchet key name it within one sender (memory: peak-day has millions).
       const ratchet = toHex(parsed.ratchetKey.subarray(1, 9));
-      const keys = this.ratchetKeys.get(install) ?? new Set<string>();
-      if (!keys.has(ratchet)) {
-        keys.add(ratchet);
-        this.ratchetKeys.set(install, keys);
+      let byRatchet = this.keyUse.get(install);
+      if (byRatchet === undefined) {
+        byRatchet = new Map();
+        this.keyUse.set(install, byRatchet);
+      }
+      let byCounter = byRatchet.get(ratchet);
+      if (byCounter === undefined) {
+        byCounter = new Map();
+        byRatchet.set(ratchet, byCounter);
         this.count('sending-ratchet-keys');
       }
-      const useKey = `${install}|${ratchet}|${parsed.counter}`;
       const body = toHex(this.c.sha256(parsed.ciphertext).subarray(0, 8));
-      const before = this.keyUse.get(useKey);
-      if (before === undefined) this.keyUse.set(useKey, body);
+      const before = byCounter.get(parsed.counter);
+      if (before === undefined) byCounter.set(parsed.counter, body);
       else if (before !== body) {
         if (rolledBack) this.count('key-reuse-after-rollback');
         else

@@ -17,7 +17,7 @@
  * and the sign bit carried in the signature, clears that bit, and runs Ed25519 verification under
  * Lockstep's strict rule (`./ed25519-strict.ts`): unlike libsignal, `s ≥ L` is rejected.
  *
- * Two memos spare repeated work without changing any result (a run signs many prekeys with one
+ * Three memos spare repeated work without changing any result (a run signs many prekeys with one
  * identity key and verifies the same signed prekey or device list again and again):
  * - signing keeps `A` (public) under the caller's private-key array, with a copy of the bytes it was
  *   computed from, and uses it only while the array holds those bytes; it lives no longer than the
@@ -25,7 +25,9 @@
  * - verification keeps each provider's {@link VERIFY_MEMO_MAX} most recently used verdicts by
  *   signature, with copies of the key and message, and reuses a verdict only for the same provider
  *   and identical key, message and signature bytes. Verdicts are a function of those bytes, and
- *   keeping them per provider leaves each provider's own computation to tests that compare the two.
+ *   keeping them per provider leaves each provider's own computation to tests that compare the two;
+ * - verification keeps the Edwards `y` of the {@link EDWARDS_MEMO_MAX} most recently used Montgomery
+ *   keys (public data, computed without the provider), which spares a field inversion per verdict.
  * @module
  */
 import { ed25519 } from '@noble/curves/ed25519.js';
@@ -158,7 +160,40 @@ export function xeddsaVerify(
   return valid;
 }
 
-/** {@link xeddsaVerify} without the memo. */
+/** Bound of the Montgomery-to-Edwards memo (public keys only; 32 bytes of result each). */
+const EDWARDS_MEMO_MAX = 8192;
+
+/** Edwards `y` (32 bytes, sign bit clear) by Montgomery public key hex, least recently used first. */
+const edwardsYs = new Map<string, Uint8Array | null>();
+
+/**
+ * The Edwards `y` of a `0x05 ‖ u` key (RFC 7748 §4.1 birational map `y = (u − 1)/(u + 1)`), or null
+ * when `u` is not canonical (WP-KEYS-02: `u ≥ p`, which also refuses a set top bit) or is `p − 1`,
+ * which has no Edwards image. Keys recur (every signed prekey and device list of one identity), so
+ * the field inversion is kept per key; the result is a function of the key bytes alone.
+ */
+function edwardsYOf(publicKey: Uint8Array): Uint8Array | null {
+  const name = toHex(publicKey);
+  const known = edwardsYs.get(name);
+  if (known !== undefined) {
+    edwardsYs.delete(name);
+    edwardsYs.set(name, known);
+    return known;
+  }
+  const u = bytesToNumberLE(publicKey.subarray(1));
+  const y =
+    u >= Fp.ORDER || u === Fp.ORDER - 1n
+      ? null
+      : numberToBytesLE(Fp.mul(Fp.sub(u, 1n), Fp.inv(Fp.add(u, 1n))), 32);
+  if (edwardsYs.size >= EDWARDS_MEMO_MAX) {
+    const oldest = edwardsYs.keys().next();
+    if (oldest.done !== true) edwardsYs.delete(oldest.value);
+  }
+  edwardsYs.set(name, y);
+  return y;
+}
+
+/** {@link xeddsaVerify} without the verdict memo. */
 function verifyOnce(
   c: CryptoProvider,
   publicKey: Uint8Array,
@@ -168,12 +203,9 @@ function verifyOnce(
   try {
     if (publicKey.length !== EC_PUBLIC_KEY_LENGTH || publicKey[0] !== EC_KEY_TYPE_DJB) return false;
     if (signature.length !== SIGNATURE_LENGTH) return false;
-    const u = bytesToNumberLE(publicKey.subarray(1));
-    // WP-KEYS-02: only canonical u (this also refuses a set top bit); u = p − 1 has no Edwards image.
-    if (u >= Fp.ORDER || u === Fp.ORDER - 1n) return false;
-    // RFC 7748 §4.1 birational map: y = (u − 1) / (u + 1) mod p.
-    const y = Fp.mul(Fp.sub(u, 1n), Fp.inv(Fp.add(u, 1n)));
-    const edwardsKey = numberToBytesLE(y, 32);
+    const edwardsY = edwardsYOf(publicKey);
+    if (edwardsY === null) return false;
+    const edwardsKey = Uint8Array.from(edwardsY);
     const signBit = (signature[SIGNATURE_LENGTH - 1] ?? 0) & 0x80;
     edwardsKey[31] = (edwardsKey[31] ?? 0) | signBit;
     const ed25519Signature = Uint8Array.from(signature);
