@@ -6,4 +6,4 @@
  */
 
 /** The behaviour hash of this build's protocol sources. */
-export const BEHAVIOUR_HASH = '5e0402575e6dcccd1cb3fd5cde603f7c953bca19e770ff9d2c4a8cb1a2231c04';
+export const BEHAVIOUR_HASH = '374ab97c8ed62edaa3c4fb356e71b33ee25986752c0e64cdc448cee438de401a';

@@ -161,7 +161,7 @@ export function xeddsaVerify(
 }
 
 /** Bound of the Montgomery-to-Edwards memo (public keys only; 32 bytes of result each). */
-const EDWARDS_MEMO_MAX = 8192;
+export const EDWARDS_MEMO_MAX = 8192;
 
 /** Edwards `y` (32 bytes, sign bit clear) by Montgomery public key hex, least recently used first. */
 const edwardsYs = new Map<string, Uint8Array | null>();
