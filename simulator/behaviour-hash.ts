@@ -6,4 +6,4 @@
  */
 
 /** The behaviour hash of this build's protocol sources. */
-export const BEHAVIOUR_HASH = '374ab97c8ed62edaa3c4fb356e71b33ee25986752c0e64cdc448cee438de401a';
+export const BEHAVIOUR_HASH = '78d4771aa94c1a377fccf2bc1a9b6e3e5bdac90ee3ceec72dbd24b274dfea5ce';

@@ -130,11 +130,9 @@ export function canonicallyEqual(a: unknown, b: unknown): boolean {
     const right = b as readonly unknown[];
     if (left.length !== right.length) return false;
     for (let i = 0; i < left.length; i++) {
-      const l = i in left ? left[i] : undefined;
-      const r = i in right ? right[i] : undefined;
       // A hole is written as nothing and undefined as null: only the same kind is equal here.
       if (i in left !== i in right) return false;
-      if (!canonicallyEqual(l, r)) return false;
+      if (!canonicallyEqual(left[i], right[i])) return false;
     }
     return true;
   }

@@ -42,6 +42,7 @@ import {
   KYBER1024_SECRET_KEY_LENGTH,
 } from '../constants.js';
 import { UsageError } from '../errors.js';
+import { BoundedLru } from '../lru.js';
 import { toHex } from '../hex.js';
 import type { Rng } from '../rng.js';
 
@@ -83,8 +84,8 @@ function rawOf(name: string, encoded: Uint8Array, rawLength: number): Uint8Array
 /** Bound of the prepared-key memo (module doc): about 12 KiB per key (Â, t̂ and the key). */
 export const PREPARED_KEY_MEMO_MAX = 256;
 
-/** Prepared public keys by the hex of their seed ρ, least recently used first. */
-const preparedKeys = new Map<string, KEMPrepared>();
+/** Prepared public keys by the hex of their seed ρ. */
+const preparedKeys = new BoundedLru<string, KEMPrepared>(PREPARED_KEY_MEMO_MAX);
 
 /**
  * noble's prepared form of a raw 1568-byte public key, from the memo when the same key bytes were
@@ -93,19 +94,9 @@ const preparedKeys = new Map<string, KEMPrepared>();
 function preparedKey(rawPublicKey: Uint8Array): KEMPrepared {
   const name = toHex(rawPublicKey.subarray(KYBER1024_T_HAT_LENGTH));
   const known = preparedKeys.get(name);
-  if (known !== undefined) {
-    preparedKeys.delete(name);
-    // Two keys may share ρ (t̂ differs): only identical bytes reuse the prepared key.
-    if (equalBytes(known.publicKey, rawPublicKey)) {
-      preparedKeys.set(name, known);
-      return known;
-    }
-  }
+  // Two keys may share ρ (t̂ differs): only identical bytes reuse the prepared key.
+  if (known !== undefined && equalBytes(known.publicKey, rawPublicKey)) return known;
   const prepared = ml_kem1024.prepare(rawPublicKey);
-  if (preparedKeys.size >= PREPARED_KEY_MEMO_MAX) {
-    const oldest = preparedKeys.keys().next();
-    if (oldest.done !== true) preparedKeys.delete(oldest.value);
-  }
   preparedKeys.set(name, prepared);
   return prepared;
 }

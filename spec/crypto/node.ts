@@ -55,6 +55,7 @@ import {
 import { concatBytes, copyBytes, equalBytes } from '../bytes.js';
 import { X25519_KEY_LENGTH } from '../constants.js';
 import { InvariantError } from '../errors.js';
+import { BoundedLru } from '../lru.js';
 import { requireByteParts, requireBytes, requireHkdfArguments } from './checks.js';
 import { passesStrictPrechecks } from './ed25519-strict.js';
 import type { CryptoProvider } from './provider.js';
@@ -173,8 +174,8 @@ function agingPrivateKey(entry: CachedPrivateKey): boolean {
  */
 export const PUBLIC_KEY_CACHE_MAX = 4096;
 
-/** Public key objects by curve and base64url bytes, least recently used first (module doc). */
-const publicKeyObjects = new Map<string, KeyObject>();
+/** Public key objects by curve and base64url bytes (module doc). */
+const publicKeyObjects = new BoundedLru<string, KeyObject>(PUBLIC_KEY_CACHE_MAX);
 
 /** Wraps a raw X25519 private key as a Node key object (OpenSSL clamps it on use). */
 function x25519PrivateKeyObject(privateKey: Uint8Array): KeyObject {
@@ -199,17 +200,9 @@ function x25519PrivateKeyObject(privateKey: Uint8Array): KeyObject {
 function publicKeyObject(crv: 'X25519' | 'Ed25519', publicKey: Uint8Array): KeyObject {
   const x = base64url(publicKey);
   const name = crv === 'X25519' ? `x${x}` : `e${x}`;
-  let key = publicKeyObjects.get(name);
-  if (key !== undefined) {
-    // Least recently used first: a hit moves the key to the end.
-    publicKeyObjects.delete(name);
-  } else {
-    key = createPublicKey({ key: { kty: 'OKP', crv, x }, format: 'jwk' });
-    if (publicKeyObjects.size >= PUBLIC_KEY_CACHE_MAX) {
-      const oldest = publicKeyObjects.keys().next();
-      if (oldest.done !== true) publicKeyObjects.delete(oldest.value);
-    }
-  }
+  const known = publicKeyObjects.get(name);
+  if (known !== undefined) return known;
+  const key = createPublicKey({ key: { kty: 'OKP', crv, x }, format: 'jwk' });
   publicKeyObjects.set(name, key);
   return key;
 }

@@ -35,6 +35,7 @@ import { bytesToNumberLE, numberToBytesLE } from '@noble/curves/utils.js';
 import { concatBytes, copyBytes, equalBytes } from '../bytes.js';
 import { EC_KEY_TYPE_DJB, EC_PUBLIC_KEY_LENGTH, SIGNATURE_LENGTH, X25519_KEY_LENGTH } from '../constants.js';
 import { UsageError } from '../errors.js';
+import { BoundedLru } from '../lru.js';
 import { toHex } from '../hex.js';
 import type { CryptoProvider } from './provider.js';
 
@@ -67,8 +68,8 @@ interface Verdict {
   readonly valid: boolean;
 }
 
-/** Verification memos per provider: signature hex → verdict, least recently used first. */
-const verdicts = new WeakMap<CryptoProvider, Map<string, Verdict>>();
+/** Verification memos per provider: signature hex → verdict. */
+const verdicts = new WeakMap<CryptoProvider, BoundedLru<string, Verdict>>();
 
 /** RFC 7748 §5 `decodeScalar25519` clamping, on a copy. */
 function clamp(privateKey: Uint8Array): Uint8Array {
@@ -140,22 +141,14 @@ export function xeddsaVerify(
   if (!(message instanceof Uint8Array)) return false;
   let memo = verdicts.get(c);
   if (memo === undefined) {
-    memo = new Map();
+    memo = new BoundedLru(VERIFY_MEMO_MAX);
     verdicts.set(c, memo);
   }
   const name = toHex(signature);
   const known = memo.get(name);
-  if (known !== undefined && equalBytes(known.publicKey, publicKey) && equalBytes(known.message, message)) {
-    // Least recently used first: a hit moves the verdict to the end.
-    memo.delete(name);
-    memo.set(name, known);
+  if (known !== undefined && equalBytes(known.publicKey, publicKey) && equalBytes(known.message, message))
     return known.valid;
-  }
   const valid = verifyOnce(c, publicKey, message, signature);
-  if (memo.size >= VERIFY_MEMO_MAX) {
-    const oldest = memo.keys().next();
-    if (oldest.done !== true) memo.delete(oldest.value);
-  }
   memo.set(name, { publicKey: copyBytes(publicKey), message: copyBytes(message), valid });
   return valid;
 }
@@ -163,8 +156,8 @@ export function xeddsaVerify(
 /** Bound of the Montgomery-to-Edwards memo (public keys only; 32 bytes of result each). */
 export const EDWARDS_MEMO_MAX = 8192;
 
-/** Edwards `y` (32 bytes, sign bit clear) by Montgomery public key hex, least recently used first. */
-const edwardsYs = new Map<string, Uint8Array | null>();
+/** Edwards `y` (32 bytes, sign bit clear) by Montgomery public key hex. */
+const edwardsYs = new BoundedLru<string, Uint8Array | null>(EDWARDS_MEMO_MAX);
 
 /**
  * The Edwards `y` of a `0x05 ‖ u` key (RFC 7748 §4.1 birational map `y = (u − 1)/(u + 1)`), or null
@@ -175,20 +168,12 @@ const edwardsYs = new Map<string, Uint8Array | null>();
 function edwardsYOf(publicKey: Uint8Array): Uint8Array | null {
   const name = toHex(publicKey);
   const known = edwardsYs.get(name);
-  if (known !== undefined) {
-    edwardsYs.delete(name);
-    edwardsYs.set(name, known);
-    return known;
-  }
+  if (known !== undefined) return known;
   const u = bytesToNumberLE(publicKey.subarray(1));
   const y =
     u >= Fp.ORDER || u === Fp.ORDER - 1n
       ? null
       : numberToBytesLE(Fp.mul(Fp.sub(u, 1n), Fp.inv(Fp.add(u, 1n))), 32);
-  if (edwardsYs.size >= EDWARDS_MEMO_MAX) {
-    const oldest = edwardsYs.keys().next();
-    if (oldest.done !== true) edwardsYs.delete(oldest.value);
-  }
   edwardsYs.set(name, y);
   return y;
 }
