@@ -85,7 +85,7 @@ function referencePqxdh(bob: Party, message: CiphertextMessage) {
     if (oneTime === undefined) throw new Error('bob lacks the one-time prekey');
     dhs.push(refX25519(oneTime.keyPair.privateKey, fields.baseKey));
   }
-  const sharedSecret = kemDecapsulate(kyber.secretKey, fields.kyberCiphertext);
+  const sharedSecret = kemDecapsulate(nobleProvider, kyber.secretKey, fields.kyberCiphertext);
   const ikm = concatBytes(new Uint8Array(32).fill(0xff), ...dhs, sharedSecret);
   const okm = refHkdf(ikm, new Uint8Array(0), 'WhisperText_X25519_SHA-256_CRYSTALS-KYBER-1024', 96);
   const rootKey = okm.slice(0, 32);

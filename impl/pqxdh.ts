@@ -70,7 +70,7 @@ export function initiateSession(
   // WP-PQXDH-04: draws in order: base key, first sending ratchet key, KEM encapsulation seed.
   const baseKey = generateKeyPair(c, env.rng);
   const sendingRatchetKey = generateKeyPair(c, env.rng);
-  const encapsulated = kemEncapsulate(kyberPreKey.value, env.rng);
+  const encapsulated = kemEncapsulate(env.crypto, kyberPreKey.value, env.rng);
 
   // WP-PQXDH-03: DH1..DH4 in this order, the KEM secret last.
   const dhInputs: Array<[Uint8Array, Uint8Array]> = [
@@ -173,7 +173,7 @@ export function acceptSession(
     if (!out.ok) return out;
     dhOutputs.push(out.value);
   }
-  const kemSecret = kemDecapsulate(kyber.secretKey, message.kyberCiphertext);
+  const kemSecret = kemDecapsulate(env.crypto, kyber.secretKey, message.kyberCiphertext);
   const secret = pqxdhSecret(c, dhOutputs, kemSecret);
 
   return accept({

@@ -84,7 +84,7 @@ export function generateKyberPreKey(
   lastResort: boolean,
 ): KyberPreKeyRecord {
   checkKeyId(keyId);
-  const { publicKey, secretKey } = kemGenerateKeyPair(env.rng);
+  const { publicKey, secretKey } = kemGenerateKeyPair(env.crypto, env.rng);
   const signature = xeddsaSign(env.crypto, identityKeyPair.privateKey, publicKey, env.rng.randomBytes(64));
   return { keyId, publicKey, secretKey, signature, lastResort };
 }

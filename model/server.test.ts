@@ -69,7 +69,7 @@ interface Account {
 }
 
 function signedKyber(identity: KeyPair, rng: Rng, keyId: number, lastResort: boolean) {
-  const { publicKey } = kemGenerateKeyPair(rng);
+  const { publicKey } = kemGenerateKeyPair(c, rng);
   return {
     keyId,
     publicKey,

@@ -144,7 +144,7 @@ export function drawKyberPreKey(
   keyId: number,
   lastResort: boolean,
 ): ModelPreKeys['kyberPreKeys'][number] {
-  const kem = kemGenerateKeyPair(env.rng);
+  const kem = kemGenerateKeyPair(env.crypto, env.rng);
   const signature = xeddsaSign(env.crypto, identity.privateKey, kem.publicKey, env.rng.randomBytes(64));
   return { keyId, publicKey: kem.publicKey, secretKey: kem.secretKey, signature, lastResort };
 }
@@ -245,7 +245,7 @@ export function startSession(
   // WP-PQXDH-04: draws in order.
   const base = generateKeyPair(c, env.rng);
   const ratchet = generateKeyPair(c, env.rng);
-  const kem = kemEncapsulate(theirKyber.value, env.rng);
+  const kem = kemEncapsulate(env.crypto, theirKyber.value, env.rng);
   // WP-PQXDH-03
   const pairs: [Uint8Array, Uint8Array][] = [
     [ours.identityKeyPair.privateKey, theirSpk.value],
@@ -338,7 +338,11 @@ function answerSession(
   if (opk !== null) pairs.push([opk.privateKey, message.baseKey]);
   const shared = dhAll(c, pairs);
   if (!shared.ok) return shared;
-  const secret = pqxdhSecret(c, shared.value, kemDecapsulate(kyber.secretKey, message.kyberCiphertext));
+  const secret = pqxdhSecret(
+    c,
+    shared.value,
+    kemDecapsulate(env.crypto, kyber.secretKey, message.kyberCiphertext),
+  );
   return accept({
     session: {
       version: CIPHERTEXT_MESSAGE_CURRENT_VERSION,

@@ -105,7 +105,7 @@ function generateDevice(
   const kyberPreKeys = [];
   const oneTimeKyber = options.oneTimeKyberPreKeys ?? 1;
   for (let keyId = 1; keyId <= oneTimeKyber + 1; keyId++) {
-    const { publicKey, secretKey } = kemGenerateKeyPair(rng);
+    const { publicKey, secretKey } = kemGenerateKeyPair(c, rng);
     const signature = xeddsaSign(c, identityKeyPair.privateKey, publicKey, rng.randomBytes(64));
     kyberPreKeys.push({ keyId, publicKey, secretKey, signature, lastResort: keyId === oneTimeKyber + 1 });
   }

@@ -697,7 +697,7 @@ export function createSessionMachine(env: Env) {
         const kyberPreKey = checkedBundleKey(bundleOf(context), 'kyberPreKey');
         const baseKey = generateKeyPair(c, env.rng);
         const ratchetKey = generateKeyPair(c, env.rng);
-        const encapsulation = kemEncapsulate(kyberPreKey, env.rng);
+        const encapsulation = kemEncapsulate(env.crypto, kyberPreKey, env.rng);
         return patchWorking(context, { initiatorDraws: { baseKey, ratchetKey, encapsulation } });
       }),
       /**
@@ -920,7 +920,7 @@ export function createSessionMachine(env: Env) {
         const secret = pqxdhSecret(
           c,
           outputs.value,
-          kemDecapsulate(kyber.secretKey, message.kyberCiphertext),
+          kemDecapsulate(env.crypto, kyber.secretKey, message.kyberCiphertext),
         );
         const created: SessionData = {
           version: CIPHERTEXT_MESSAGE_CURRENT_VERSION,

@@ -300,7 +300,7 @@ export function forgeKciMessage(
   if (spk === undefined || kyber === undefined) return null;
   const base = generateKeyPair(c, env.rng);
   const ratchet = generateKeyPair(c, env.rng);
-  const encapsulated = kemEncapsulate(kyber.publicKey, env.rng);
+  const encapsulated = kemEncapsulate(env.crypto, kyber.publicKey, env.rng);
   const outputs: Uint8Array[] = [];
   for (const [ours, theirs] of [
     [spk.keyPair.privateKey, claimed.identityKey],

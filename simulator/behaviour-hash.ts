@@ -6,4 +6,4 @@
  */
 
 /** The behaviour hash of this build's protocol sources. */
-export const BEHAVIOUR_HASH = '78d4771aa94c1a377fccf2bc1a9b6e3e5bdac90ee3ceec72dbd24b274dfea5ce';
+export const BEHAVIOUR_HASH = '9b861dd30ef81d34f33e274dc3a1ca484aa553a83a8b648a4d41286632bb958c';

@@ -203,8 +203,8 @@ describe('dh', () => {
 });
 
 describe('KEM decoders', () => {
-  const pair = kemGenerateKeyPair(seededRng('kem decode'));
-  const { ciphertext } = kemEncapsulate(pair.publicKey, seededRng('kem decode ct'));
+  const pair = kemGenerateKeyPair(nobleProvider, seededRng('kem decode'));
+  const { ciphertext } = kemEncapsulate(nobleProvider, pair.publicKey, seededRng('kem decode ct'));
   const cases = [
     ['public key', decodeKemPublicKey, pair.publicKey],
     ['ciphertext', decodeKemCiphertext, ciphertext],

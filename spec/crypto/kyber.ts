@@ -1,9 +1,11 @@
 /**
- * Round-3 Kyber-1024 (CRYSTALS-Kyber v3.02, the KEM libsignal uses) built from noble's FIPS 203
- * ML-KEM-1024 (WP-KEYS-08). Pure JavaScript; needs no provider and runs in browsers.
+ * Round-3 Kyber-1024 (CRYSTALS-Kyber v3.02, the KEM libsignal uses) built from the provider's FIPS
+ * 203 ML-KEM-1024 and SHA-3 (WP-KEYS-08): noble's `ml_kem1024` in the noble provider, the
+ * injected-hash implementation of `./ml-kem.ts` over node:crypto's native SHA-3 in the Node
+ * provider; both give byte-identical results.
  *
  * Kyber round 3 and ML-KEM share key generation output formats, ciphertexts and the inner K-PKE;
- * they differ in how the shared secret is formed. With `ml_kem1024`'s deterministic API:
+ * they differ in how the shared secret is formed. With ML-KEM's deterministic internal algorithms:
  *
  * ```text
  * encapsulate(pk, seed):  m = SHA3-256(seed)                      Kyber v3.02 Alg. 8 step 1
@@ -23,17 +25,9 @@
  *
  * Encodings carry libsignal's type byte `0x08` (WP-KEYS-05). These functions take encodings that
  * spec/keys.ts has already validated; a wrong length here is caller misuse ({@link UsageError}).
- *
- * Most of an encapsulation's work, and of a decapsulation's (which re-encrypts to the key pair's
- * own public key), is expanding the matrix Â from the public key's seed ρ, and a simulated run
- * encapsulates to one last-resort key many times. noble's `prepare(publicKey)` expands Â once and
- * gives the same results as the one-shot calls; the last {@link PREPARED_KEY_MEMO_MAX} prepared
- * public keys are kept (public data only), each used only for identical key bytes.
  * @module
  */
-import { sha3_256, shake256 } from '@noble/hashes/sha3.js';
-import { ml_kem1024, type KEMPrepared } from '@noble/post-quantum/ml-kem.js';
-import { concatBytes, equalBytes } from '../bytes.js';
+import { concatBytes } from '../bytes.js';
 import {
   KEM_KEY_TYPE_KYBER1024,
   KEM_SHARED_SECRET_LENGTH,
@@ -42,9 +36,8 @@ import {
   KYBER1024_SECRET_KEY_LENGTH,
 } from '../constants.js';
 import { UsageError } from '../errors.js';
-import { BoundedLru } from '../lru.js';
-import { toHex } from '../hex.js';
 import type { Rng } from '../rng.js';
+import type { CryptoProvider } from './provider.js';
 
 /** WP-KEYS-09: bytes a Kyber-1024 key generation draws (the ML-KEM seed `d ‖ z`). */
 export const KEM_KEYGEN_SEED_LENGTH = 64;
@@ -81,29 +74,12 @@ function rawOf(name: string, encoded: Uint8Array, rawLength: number): Uint8Array
   return encoded.subarray(1);
 }
 
-/** Bound of the prepared-key memo (module doc): about 12 KiB per key (Â, t̂ and the key). */
-export const PREPARED_KEY_MEMO_MAX = 256;
-
-/** Prepared public keys by the hex of their seed ρ. */
-const preparedKeys = new BoundedLru<string, KEMPrepared>(PREPARED_KEY_MEMO_MAX);
-
-/**
- * noble's prepared form of a raw 1568-byte public key, from the memo when the same key bytes were
- * prepared recently. Throws (as `prepare` does) on a key that fails the FIPS 203 modulus check.
- */
-function preparedKey(rawPublicKey: Uint8Array): KEMPrepared {
-  const name = toHex(rawPublicKey.subarray(KYBER1024_T_HAT_LENGTH));
-  const known = preparedKeys.get(name);
-  // Two keys may share ρ (t̂ differs): only identical bytes reuse the prepared key.
-  if (known !== undefined && equalBytes(known.publicKey, rawPublicKey)) return known;
-  const prepared = ml_kem1024.prepare(rawPublicKey);
-  preparedKeys.set(name, prepared);
-  return prepared;
-}
-
 /** Kyber v3.02 Alg. 8 step 4 / Alg. 9 step 8: `SHAKE256(K̄ ‖ H(ct), 32)` with `H` = SHA3-256. */
-function roundThreeKdf(kBar: Uint8Array, rawCiphertext: Uint8Array): Uint8Array {
-  return shake256(concatBytes(kBar, sha3_256(rawCiphertext)), { dkLen: KEM_SHARED_SECRET_LENGTH });
+function roundThreeKdf(crypto: CryptoProvider, kBar: Uint8Array, rawCiphertext: Uint8Array): Uint8Array {
+  return crypto.sha3.shake256(
+    concatBytes(kBar, crypto.sha3.sha3_256(rawCiphertext)),
+    KEM_SHARED_SECRET_LENGTH,
+  );
 }
 
 /**
@@ -128,9 +104,9 @@ export function kemPublicKeyCoefficientsReduced(rawPublicKey: Uint8Array): boole
  * Generates a Kyber-1024 key pair from exactly one draw of 64 bytes (WP-KEYS-09), used as the
  * ML-KEM seed `d ‖ z`.
  */
-export function kemGenerateKeyPair(rng: Rng): KemKeyPair {
+export function kemGenerateKeyPair(crypto: CryptoProvider, rng: Rng): KemKeyPair {
   const seed = rng.randomBytes(KEM_KEYGEN_SEED_LENGTH);
-  const { publicKey, secretKey } = ml_kem1024.keygen(seed);
+  const { publicKey, secretKey } = crypto.mlKem1024.keygen(seed);
   return {
     publicKey: concatBytes(Uint8Array.of(KEM_KEY_TYPE_KYBER1024), publicKey),
     secretKey: concatBytes(Uint8Array.of(KEM_KEY_TYPE_KYBER1024), secretKey),
@@ -142,17 +118,17 @@ export function kemGenerateKeyPair(rng: Rng): KemKeyPair {
  * (WP-KEYS-09), applying the round-3 wrapper (WP-KEYS-08). Throws {@link UsageError} on a wrong
  * length or type byte, or a key that fails the FIPS 203 check (decode it with spec/keys.ts first).
  */
-export function kemEncapsulate(publicKey: Uint8Array, rng: Rng): KemEncapsulation {
+export function kemEncapsulate(crypto: CryptoProvider, publicKey: Uint8Array, rng: Rng): KemEncapsulation {
   const rawPublicKey = rawOf('publicKey', publicKey, KYBER1024_PUBLIC_KEY_LENGTH);
   if (!kemPublicKeyCoefficientsReduced(rawPublicKey)) {
     throw new UsageError('publicKey has a coefficient ≥ q (decode it first)');
   }
   const seed = rng.randomBytes(KEM_ENCAPSULATION_SEED_LENGTH);
   // WP-KEYS-08: round 3 hashes the random seed before use (Kyber v3.02 Alg. 8 step 1).
-  const m = sha3_256(seed);
-  const { cipherText, sharedSecret: kBar } = preparedKey(rawPublicKey).encapsulate(m);
+  const m = crypto.sha3.sha3_256(seed);
+  const { cipherText, sharedSecret: kBar } = crypto.mlKem1024.encapsulate(rawPublicKey, m);
   m.fill(0);
-  const sharedSecret = roundThreeKdf(kBar, cipherText);
+  const sharedSecret = roundThreeKdf(crypto, kBar, cipherText);
   kBar.fill(0);
   return {
     ciphertext: concatBytes(Uint8Array.of(KEM_KEY_TYPE_KYBER1024), cipherText),
@@ -166,36 +142,16 @@ export function kemEncapsulate(publicKey: Uint8Array, rng: Rng): KemEncapsulatio
  * (implicit rejection), never an error. Throws {@link UsageError} on a wrong length or type byte,
  * or a secret key whose embedded public-key hash does not match (a corrupted local key).
  */
-export function kemDecapsulate(secretKey: Uint8Array, ciphertext: Uint8Array): Uint8Array {
+export function kemDecapsulate(
+  crypto: CryptoProvider,
+  secretKey: Uint8Array,
+  ciphertext: Uint8Array,
+): Uint8Array {
   const rawSecretKey = rawOf('secretKey', secretKey, KYBER1024_SECRET_KEY_LENGTH);
   const rawCiphertext = rawOf('ciphertext', ciphertext, KYBER1024_CIPHERTEXT_LENGTH);
-  let kBar: Uint8Array;
-  try {
-    kBar = decapsulateRaw(rawCiphertext, rawSecretKey);
-  } catch {
-    throw new UsageError('secretKey is not a consistent Kyber-1024 secret key');
-  }
-  const sharedSecret = roundThreeKdf(kBar, rawCiphertext);
+  const kBar = crypto.mlKem1024.decapsulate(rawCiphertext, rawSecretKey);
+  if (kBar === null) throw new UsageError('secretKey is not a consistent Kyber-1024 secret key');
+  const sharedSecret = roundThreeKdf(crypto, kBar, rawCiphertext);
   kBar.fill(0);
   return sharedSecret;
-}
-
-/**
- * ML-KEM decapsulation with the key pair's own public key (embedded in the secret key, FIPS 203
- * §7.3: `dk = dk_PKE ‖ ek ‖ H(ek) ‖ z`) prepared. The prepared call checks the same `H(ek)` the
- * one-shot call does; an embedded key that cannot be prepared (it fails the modulus check, so the
- * secret key is corrupt) takes the one-shot path, which decides as it always did. Throws as noble does.
- */
-function decapsulateRaw(rawCiphertext: Uint8Array, rawSecretKey: Uint8Array): Uint8Array {
-  const embedded = rawSecretKey.subarray(
-    KYBER1024_SECRET_KEY_LENGTH - 64 - KYBER1024_PUBLIC_KEY_LENGTH,
-    KYBER1024_SECRET_KEY_LENGTH - 64,
-  );
-  let prepared: KEMPrepared;
-  try {
-    prepared = preparedKey(embedded);
-  } catch {
-    return ml_kem1024.decapsulate(rawCiphertext, rawSecretKey);
-  }
-  return prepared.decapsulate(rawCiphertext, rawSecretKey);
 }

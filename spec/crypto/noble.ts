@@ -26,6 +26,7 @@ import { concatBytes, equalBytes } from '../bytes.js';
 import { X25519_KEY_LENGTH } from '../constants.js';
 import { requireByteParts, requireBytes, requireHkdfArguments } from './checks.js';
 import { passesStrictPrechecks } from './ed25519-strict.js';
+import { nobleMlKem1024, nobleSha3 } from './ml-kem-noble.js';
 import type { CryptoProvider } from './provider.js';
 
 /** AES-256 key length (FIPS 197). */
@@ -60,6 +61,8 @@ function ed25519VerifyStrict(publicKey: Uint8Array, message: Uint8Array, signatu
 /** Pure-JavaScript provider on `@noble/curves`, `@noble/hashes` and `@noble/ciphers`. */
 export const nobleProvider: CryptoProvider = Object.freeze({
   name: 'noble',
+  sha3: nobleSha3,
+  mlKem1024: nobleMlKem1024,
 
   x25519PublicKey(privateKey: Uint8Array): Uint8Array {
     requireBytes('privateKey', privateKey, X25519_KEY_LENGTH);

@@ -9,6 +9,7 @@
  * that call them.
  * @module
  */
+import type { MlKem1024, Sha3Functions } from './ml-kem.js';
 
 /** Primitive operations, all synchronous, all on raw bytes. */
 export interface CryptoProvider {
@@ -41,4 +42,11 @@ export interface CryptoProvider {
    * `S` must be canonical (`S < L`). Returns false for any malformed input; never throws.
    */
   ed25519Verify(publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): boolean;
+  /** SHA-3 and SHAKE (FIPS 202): the hashes of round-3 Kyber's wrapper (WP-KEYS-08) and of ML-KEM. */
+  readonly sha3: Sha3Functions;
+  /**
+   * ML-KEM-1024's deterministic internal algorithms (FIPS 203) on raw encodings, beneath round-3
+   * Kyber (spec/crypto/kyber.ts). Both providers give byte-identical results.
+   */
+  readonly mlKem1024: MlKem1024;
 }

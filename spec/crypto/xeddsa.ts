@@ -46,6 +46,18 @@ const Point = ed25519.Point;
 const Fn = Point.Fn;
 const Fp = Point.Fp;
 
+/**
+ * Window of the signing base point's precomputed table. noble precomputes `BASE` with a 6-bit
+ * window; signing multiplies only the base point, so its own copy with a 10-bit window (26 windows
+ * of 512 points, about 3 MiB, built on the first signature in about 70 ms) makes each `[r]B` about
+ * 40% cheaper. Same constant-time blinded multiplication, same results.
+ */
+export const SIGNING_BASE_WINDOW = 10;
+
+/** The base point B with its own {@link SIGNING_BASE_WINDOW}-bit table (lazy: built on first use). */
+const SIGNING_BASE = Point.fromAffine(Point.BASE.toAffine());
+SIGNING_BASE.precompute(SIGNING_BASE_WINDOW, true);
+
 /** XEdDSA §3.3 `hash_1` prefix: `2^256 − 1 − 1` little-endian, i.e. `0xFE ‖ 0xFF×31`. */
 const HASH1_PREFIX = Uint8Array.from({ length: 32 }, (_, i) => (i === 0 ? 0xfe : 0xff));
 
@@ -106,7 +118,7 @@ export function xeddsaSign(
   // private key bytes here (not a mod L); any value is secure, this one matches libsignal.
   const r = Fn.create(bytesToNumberLE(c.sha512(concatBytes(HASH1_PREFIX, k, message, random))));
   // r = 0 has probability 2^-252; noble's constant-time multiply refuses 0, so name the identity.
-  const encodedR = (r === 0n ? Point.ZERO : Point.BASE.multiply(r)).toBytes();
+  const encodedR = (r === 0n ? Point.ZERO : SIGNING_BASE.multiply(r)).toBytes();
   // RFC 8032 §5.1.6 steps 4–5: h = SHA-512(R ‖ A ‖ M) mod L; s = r + h·a mod L.
   const h = Fn.create(bytesToNumberLE(c.sha512(concatBytes(encodedR, encodedA, message))));
   const s = Fn.add(r, Fn.mul(h, a));
@@ -121,7 +133,7 @@ function signingKeyA(privateKey: Uint8Array, a: bigint): Uint8Array {
   const known = signingKeys.get(privateKey);
   // The array may have been overwritten since (zeroised, reused): then it is another key.
   if (known !== undefined && equalBytes(known.privateKey, privateKey)) return known.encodedA;
-  const encodedA = Point.BASE.multiply(a).toBytes();
+  const encodedA = SIGNING_BASE.multiply(a).toBytes();
   signingKeys.set(privateKey, { privateKey: copyBytes(privateKey), encodedA });
   return encodedA;
 }

@@ -165,7 +165,7 @@ function computeExpected(c: CryptoProvider, i: PqxdhInput): JsonObject {
   const dh3 = mustDh(c, i.aliceBasePrivateKey, signedPreKey);
   const dh4 = oneTime === null ? null : mustDh(c, i.aliceBasePrivateKey, oneTime);
   // WP-KEYS-08: the encapsulation draws exactly the listed 32-byte seed.
-  const kem = kemEncapsulate(i.bobKyberPublicKey, scriptedRng([i.kemEncapsulationSeed]));
+  const kem = kemEncapsulate(c, i.bobKyberPublicKey, scriptedRng([i.kemEncapsulationSeed]));
   const secret = pqxdhSecret(c, dh4 === null ? [dh1, dh2, dh3] : [dh1, dh2, dh3, dh4], kem.sharedSecret);
   // WP-PQXDH-08: Alice ratchets at once against SPK_B.
   const ratchetDh = mustDh(c, i.aliceRatchetPrivateKey, signedPreKey);
