@@ -6,4 +6,4 @@
  */
 
 /** The behaviour hash of this build's protocol sources. */
-export const BEHAVIOUR_HASH = '78d4771aa94c1a377fccf2bc1a9b6e3e5bdac90ee3ceec72dbd24b274dfea5ce';
+export const BEHAVIOUR_HASH = '876e548c4a526a2938e57d8b90c29cde4ec142433fcaf90bff11e1e6d50045d7';
