@@ -46,6 +46,8 @@ function abstractAccount(
         oneTimePreKeys: device.preKeys.oneTimePreKeys.length,
         oneTimeKyberPreKeys: device.preKeys.kyberPreKeys.length,
         lastResortKyberPreKeyId: device.preKeys.lastResortKyberPreKey.keyId,
+        oneTimePreKeyIdFloor: device.preKeys.oneTimePreKeyIdFloor,
+        kyberPreKeyIdFloor: device.preKeys.kyberPreKeyIdFloor,
         droppedByRevocation: Object.hasOwn(state.droppedByRule, addressKey({ userId, deviceId }))
           ? (state.droppedByRule[addressKey({ userId, deviceId })] ?? 0)
           : 0,

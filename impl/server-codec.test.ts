@@ -267,7 +267,12 @@ describe('server snapshot codec', () => {
     expectDecodeError('{', 'STATE_MALFORMED');
     expectDecodeError('[]', 'STATE_MALFORMED');
     expectDecodeError(
-      mutate((o) => (o['version'] = 2)),
+      mutate((o) => (o['version'] = SERVER_STATE_JSON_VERSION + 1)),
+      'STATE_VERSION_UNKNOWN',
+    );
+    // Version 1 had no prekey id floors (WP-SRV-29): refused, never read with guessed floors.
+    expectDecodeError(
+      mutate((o) => (o['version'] = 1)),
       'STATE_VERSION_UNKNOWN',
     );
     expectDecodeError(
@@ -334,6 +339,24 @@ describe('server snapshot codec', () => {
         at(p, 'kyber_pre_keys', 0)['key_id'] = at(p, 'last_resort_kyber_pre_key')['key_id'];
       },
       'accounts[1].devices[0].pre_keys.kyber_pre_keys',
+    ],
+    [
+      'a one-time prekey id at its floor',
+      (o) => {
+        const p = at(o, 'accounts', 1, 'devices', 0, 'pre_keys');
+        p['one_time_pre_key_id_floor'] = at(p, 'one_time_pre_keys', 0)['key_id'];
+      },
+      'accounts[1].devices[0].pre_keys.one_time_pre_key_id_floor',
+    ],
+    [
+      'a missing Kyber prekey id floor',
+      (o) => delete at(o, 'accounts', 1, 'devices', 0, 'pre_keys')['kyber_pre_key_id_floor'],
+      'accounts[1].devices[0].pre_keys.kyber_pre_key_id_floor',
+    ],
+    [
+      'a prekey id floor past every uint32 id',
+      (o) => (at(o, 'accounts', 1, 'devices', 0, 'pre_keys')['kyber_pre_key_id_floor'] = 2 ** 32 + 1),
+      'accounts[1].devices[0].pre_keys.kyber_pre_key_id_floor',
     ],
     [
       'a short prekey signature',

@@ -7,11 +7,12 @@
  * have equal encodings.
  *
  * ```text
- * { version: 1,
+ * { version: 2,
  *   accounts: [{ user_id, signed_device_list: { list, signature },
  *                devices: [{ device_id, identity_key, registration_id,
  *                            pre_keys: { signed_pre_key, one_time_pre_keys, kyber_pre_keys,
- *                                        last_resort_kyber_pre_key },
+ *                                        last_resort_kyber_pre_key, one_time_pre_key_id_floor,
+ *                                        kyber_pre_key_id_floor },
  *                            mailbox: { next_envelope_id, envelopes: [{ envelope_id, message_id,
  *                                       sender: { user_id, device_id }, type, bytes,
  *                                       server_timestamp }] } }],
@@ -74,8 +75,11 @@ import {
   type StoredSignedPreKey,
 } from './server.js';
 
-/** Version of the server-state JSON encoding. */
-export const SERVER_STATE_JSON_VERSION = 1;
+/**
+ * Version of the server-state JSON encoding. 2: each device's prekeys carry their id floors
+ * (WP-SRV-29); a version-1 snapshot lacks them and is refused rather than guessed at.
+ */
+export const SERVER_STATE_JSON_VERSION = 2;
 
 type Json = null | boolean | number | string | readonly Json[] | { readonly [key: string]: Json };
 
@@ -105,6 +109,8 @@ const deviceJson = (deviceId: number, d: ServerDevice): Json => ({
     })),
     kyber_pre_keys: d.preKeys.kyberPreKeys.map(signedKeyJson),
     last_resort_kyber_pre_key: signedKeyJson(d.preKeys.lastResortKyberPreKey),
+    one_time_pre_key_id_floor: d.preKeys.oneTimePreKeyIdFloor,
+    kyber_pre_key_id_floor: d.preKeys.kyberPreKeyIdFloor,
   },
   mailbox: { next_envelope_id: d.mailbox.nextEnvelopeId, envelopes: d.mailbox.envelopes.map(envelopeJson) },
 });
@@ -290,11 +296,19 @@ function readPreKeys(v: unknown, p: string): ServerPreKeys {
   }
   const kyberIds = [...kyberPreKeys, lastResortKyberPreKey].map((k) => k.keyId);
   if (new Set(kyberIds).size !== kyberIds.length) throw new Malformed(`${p}.kyber_pre_keys`);
+  // WP-SRV-29: a floor is at most one above the greatest uint32 id, and above every stored id of its kind.
+  const floor = (key: string, stored: readonly StoredOneTimePreKey[]): number => {
+    const value = safeUint(o[key], `${p}.${key}`);
+    if (value > MAX_UINT32 + 1 || stored.some((k) => k.keyId >= value)) throw new Malformed(`${p}.${key}`);
+    return value;
+  };
   return {
     signedPreKey: readSignedKey(o['signed_pre_key'], `${p}.signed_pre_key`, false),
     oneTimePreKeys,
     kyberPreKeys,
     lastResortKyberPreKey,
+    oneTimePreKeyIdFloor: floor('one_time_pre_key_id_floor', oneTimePreKeys),
+    kyberPreKeyIdFloor: floor('kyber_pre_key_id_floor', kyberPreKeys),
   };
 }
 

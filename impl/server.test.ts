@@ -954,6 +954,78 @@ describe('prekey directory', () => {
     expect(kyberBundle.response.bundles[0]?.kyberPreKey).toEqual(kyber.publicKey);
   });
 
+  it('upload-prekeys stores no one-time key under an id stored before: a copy arriving after all its keys went out hands none out twice [WP-SRV-29]', () => {
+    const env = { crypto: c, rng: seededRng('server-test/id-floor') };
+    const identity = b1.keys.identityKeyPair;
+    const stored = uploadOf(b1.keys);
+    const ec = generateOneTimePreKey(env, 40);
+    const kyber = generateKyberPreKey(env, identity, 41, false);
+    const replenish = (ecKey: typeof ec, kyberKey: typeof kyber): ServerRequest => ({
+      kind: 'upload-prekeys',
+      device: b1.address,
+      preKeys: {
+        signedPreKey: stored.signedPreKey,
+        oneTimePreKeys: [{ keyId: ecKey.keyId, publicKey: ecKey.keyPair.publicKey }],
+        kyberPreKeys: [
+          {
+            keyId: kyberKey.keyId,
+            publicKey: kyberKey.publicKey,
+            signature: kyberKey.signature,
+            lastResort: false,
+          },
+        ],
+      },
+    });
+    const devOf = (state: ServerState) =>
+      abstractServer(c, state)
+        .accounts.find((a) => a.userId === 'bob')
+        ?.devices.find((d) => d.deviceId === 1);
+    const lastResortId = stored.kyberPreKeys.find((k) => k.lastResort)?.keyId;
+    // Hand out bundles until bob.1 has no one-time key of either kind left, noting what went out.
+    const handedOut: string[] = [];
+    const drain = (from: ServerState): ServerState => {
+      let state = from;
+      for (;;) {
+        const dev = devOf(state);
+        if (dev?.oneTimePreKeys === 0 && dev.oneTimeKyberPreKeys === 0) return state;
+        const served = bundlesOf(state, 'bob', [1]);
+        if (served.response.kind !== 'bundles') throw new Error('no bundle');
+        const bundle = served.response.bundles[0];
+        if (bundle === undefined) throw new Error('no bundle');
+        if (bundle.preKeyId !== null) handedOut.push(`ec ${bundle.preKeyId}`);
+        if (bundle.kyberPreKeyId !== lastResortId) handedOut.push(`kyber ${bundle.kyberPreKeyId}`);
+        state = served.state;
+      }
+    };
+    const request = replenish(ec, kyber);
+    const applied = drain(ok(WORLD, request));
+    expect(handedOut).toContain('ec 40');
+    expect(handedOut).toContain('kyber 41');
+    // The copy (a resend whose answer was lost, or a network duplicate) names no stored key now.
+    const frozen = deepFreeze(applied);
+    const copy = step(frozen, deepFreeze(request));
+    expect(copy.response).toEqual({ kind: 'ok' });
+    expect(devOf(copy.state)).toEqual(devOf(applied));
+    drain(copy.state);
+    expect(new Set(handedOut).size).toBe(handedOut.length);
+    // Nor does another key under an id at or below the floor join; a greater id still does.
+    const below = ok(
+      applied,
+      replenish(generateOneTimePreKey(env, 39), generateKyberPreKey(env, identity, 41, false)),
+    );
+    expect(devOf(below)).toMatchObject({ oneTimePreKeys: 0, oneTimeKyberPreKeys: 0 });
+    const above = ok(
+      applied,
+      replenish(generateOneTimePreKey(env, 42), generateKyberPreKey(env, identity, 43, false)),
+    );
+    expect(devOf(above)).toMatchObject({
+      oneTimePreKeys: 1,
+      oneTimeKyberPreKeys: 1,
+      oneTimePreKeyIdFloor: 43,
+      kyberPreKeyIdFloor: 44,
+    });
+  });
+
   it('upload-prekeys refuses a one-time Kyber id equal to the last resort, totals over the limit and unknown devices [WP-SRV-08] [WP-SRV-09]', () => {
     const stored = uploadOf(b1.keys);
     const replenish = (preKeys: PreKeyUpload): ServerRequest => ({

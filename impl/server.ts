@@ -1,5 +1,5 @@
 /**
- * The honest server (WHITEPAPER.md, "Server", WP-SRV-01 … WP-SRV-28): accounts and their signed
+ * The honest server (WHITEPAPER.md, "Server", WP-SRV-01 … WP-SRV-29): accounts and their signed
  * device lists, the prekey directory, one mailbox per device, the provisioning relay for linking
  * and the attachment blob store, as plain data and one pure step function:
  *
@@ -116,6 +116,13 @@ export interface ServerPreKeys {
   readonly kyberPreKeys: readonly StoredKyberPreKey[];
   /** Handed out whenever no one-time Kyber prekey is left, and kept (WP-SRV-14). */
   readonly lastResortKyberPreKey: StoredKyberPreKey;
+  /**
+   * One above the greatest one-time EC prekey id ever stored for this registration (0 before any);
+   * it never goes down. A replenishment stores no new one-time EC key below it (WP-SRV-29).
+   */
+  readonly oneTimePreKeyIdFloor: number;
+  /** The same for one-time Kyber prekeys (the last resort's id does not count) (WP-SRV-29). */
+  readonly kyberPreKeyIdFloor: number;
 }
 
 /** A device's mailbox: envelopes it has not acknowledged, oldest first (WP-SRV-20..22). */
@@ -501,6 +508,11 @@ function validatePreKeyUpload(
   });
 }
 
+/** WP-SRV-29: the id floor once `keys` are stored: above each of their ids, and never lower. */
+function raisedIdFloor(floor: number, keys: readonly StoredOneTimePreKey[]): number {
+  return keys.reduce((raised, key) => Math.max(raised, key.keyId + 1), floor);
+}
+
 /** The directory entry of a fresh registration (the upload was validated in 'register' mode). */
 function registeredPreKeys(upload: ValidatedUpload): Result<ServerPreKeys> {
   const lastResort = upload.lastResortKyberPreKey;
@@ -511,6 +523,8 @@ function registeredPreKeys(upload: ValidatedUpload): Result<ServerPreKeys> {
     oneTimePreKeys: upload.oneTimePreKeys,
     kyberPreKeys: upload.kyberPreKeys,
     lastResortKyberPreKey: lastResort,
+    oneTimePreKeyIdFloor: raisedIdFloor(0, upload.oneTimePreKeys),
+    kyberPreKeyIdFloor: raisedIdFloor(0, upload.kyberPreKeys),
   });
 }
 
@@ -527,21 +541,33 @@ function repeatsStoredKey(stored: ServerPreKeys, upload: ValidatedUpload): boole
 /**
  * WP-SRV-09: one kind of one-time keys after an upload: appended to the stored ones, or, when an
  * uploaded id is already stored (under another key: repeats were answered before), replacing them
- * all, because the device no longer holds the stored keys of that kind.
+ * all, because the device no longer holds the stored keys of that kind. WP-SRV-29: only keys at or
+ * above the kind's id floor are appended, so a copy of an upload whose keys were all handed out
+ * since (none of them is stored any more, so the repeat check cannot see it) stores none again.
  */
-function mergedOneTimeKeys<K extends StoredOneTimePreKey>(stored: readonly K[], uploaded: readonly K[]): K[] {
+function mergedOneTimeKeys<K extends StoredOneTimePreKey>(
+  stored: readonly K[],
+  floor: number,
+  uploaded: readonly K[],
+): { readonly keys: K[]; readonly floor: number } {
   const reused = uploaded.some((key) => stored.some((s) => s.keyId === key.keyId));
-  return reused ? [...uploaded] : [...stored, ...uploaded];
+  if (reused) return { keys: [...uploaded], floor: raisedIdFloor(floor, uploaded) };
+  // WP-SRV-29: a key below the floor was stored before and may have been handed out since.
+  const fresh = uploaded.filter((key) => key.keyId >= floor);
+  return { keys: [...stored, ...fresh], floor: raisedIdFloor(floor, fresh) };
 }
 
 /**
- * WP-SRV-09: merges a replenishment into the stored directory: one-time keys appended (or replacing
- * the stored ones of their kind when the device reused an id), totals bounded, the signed prekey
- * replaced when its id is greater (WP-SRV-28) and, if present, the last-resort Kyber prekey replaced.
+ * WP-SRV-09: merges a replenishment into the stored directory: one-time keys appended (only those
+ * at or above their kind's id floor, WP-SRV-29; or replacing the stored ones of their kind when
+ * the device reused an id), totals bounded, the signed prekey replaced when its id is greater
+ * (WP-SRV-28) and, if present, the last-resort Kyber prekey replaced.
  */
 function replenishedPreKeys(stored: ServerPreKeys, upload: ValidatedUpload): Result<ServerPreKeys> {
-  const oneTimePreKeys = mergedOneTimeKeys(stored.oneTimePreKeys, upload.oneTimePreKeys);
-  const kyberPreKeys = mergedOneTimeKeys(stored.kyberPreKeys, upload.kyberPreKeys);
+  const ec = mergedOneTimeKeys(stored.oneTimePreKeys, stored.oneTimePreKeyIdFloor, upload.oneTimePreKeys);
+  const kyber = mergedOneTimeKeys(stored.kyberPreKeys, stored.kyberPreKeyIdFloor, upload.kyberPreKeys);
+  const oneTimePreKeys = ec.keys;
+  const kyberPreKeys = kyber.keys;
   const lastResortKyberPreKey = upload.lastResortKyberPreKey ?? stored.lastResortKyberPreKey;
   // WP-SRV-08: bounded per device.
   if (oneTimePreKeys.length > MAX_ONE_TIME_PREKEYS || kyberPreKeys.length > MAX_ONE_TIME_PREKEYS) {
@@ -551,15 +577,26 @@ function replenishedPreKeys(stored: ServerPreKeys, upload: ValidatedUpload): Res
       limit: MAX_ONE_TIME_PREKEYS,
     });
   }
-  // WP-SRV-08: an id names one key: no one-time Kyber key shares the last resort's id.
-  if (hasDuplicates([...kyberPreKeys.map((key) => key.keyId), lastResortKyberPreKey.keyId])) {
+  // WP-SRV-08: an id names one key: no one-time Kyber key shares the last resort's id, whether it is
+  // stored or uploaded (one the id floor keeps out is still a malformed upload, WP-SRV-29).
+  if (
+    hasDuplicates([...kyberPreKeys.map((key) => key.keyId), lastResortKyberPreKey.keyId]) ||
+    upload.kyberPreKeys.some((key) => key.keyId === lastResortKyberPreKey.keyId)
+  ) {
     return reject('SERVER_PREKEY_DUPLICATE_ID', "a one-time Kyber prekey id is the last resort's");
   }
   // WP-SRV-28: only a newer signed prekey replaces the stored one, so a delayed or duplicated older
   // upload cannot bring back a key its device has retired and deleted (WP-LIFE-08).
   const signedPreKey =
     upload.signedPreKey.keyId > stored.signedPreKey.keyId ? upload.signedPreKey : stored.signedPreKey;
-  return accept({ signedPreKey, oneTimePreKeys, kyberPreKeys, lastResortKyberPreKey });
+  return accept({
+    signedPreKey,
+    oneTimePreKeys,
+    kyberPreKeys,
+    lastResortKyberPreKey,
+    oneTimePreKeyIdFloor: ec.floor,
+    kyberPreKeyIdFloor: kyber.floor,
+  });
 }
 
 const EMPTY_MAILBOX: Mailbox = Object.freeze({ nextEnvelopeId: 1, envelopes: Object.freeze([]) });
@@ -800,7 +837,7 @@ function withDevice(
   return { ...state, accounts: withEntry(state.accounts, address.userId, updated) };
 }
 
-/** upload-prekeys (WP-SRV-08, WP-SRV-09). */
+/** upload-prekeys (WP-SRV-08, WP-SRV-09, WP-SRV-29). */
 function uploadPreKeys(
   c: CryptoProvider,
   state: ServerState,

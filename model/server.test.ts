@@ -842,6 +842,56 @@ describe('prekeys and bundles', () => {
     expect(deviceAbstract(appended, a1.address)).toMatchObject({ oneTimePreKeys: 3 });
   });
 
+  it('adds no one-time key under an id it stored before, so a copy arriving after all its keys went out hands none out twice [WP-SRV-29]', () => {
+    const rng = seededRng('model-server-test/id-floor');
+    const runner = world();
+    // alice.1 registered one-time EC 1, 2 and one-time Kyber 1: the floors start at 3 and 2.
+    expect(deviceAbstract(runner, a1.address)).toMatchObject({
+      oneTimePreKeyIdFloor: 3,
+      kyberPreKeyIdFloor: 2,
+    });
+    const upload = replenish(a1, {
+      ...base,
+      oneTimePreKeys: [{ keyId: 3, publicKey: generateKeyPair(c, rng).publicKey }],
+      kyberPreKeys: [signedKyber(a1.identity, rng, 3, false)],
+    });
+    expectOk(runner, upload);
+    const handedOut: string[] = [];
+    const drain = (): void => {
+      for (;;) {
+        const left = deviceAbstract(runner, a1.address);
+        if (left?.oneTimePreKeys === 0 && left.oneTimeKyberPreKeys === 0) return;
+        const [bundle] = bundles(runner, 'alice', [1]);
+        if (bundle === undefined) throw new Error('no bundle');
+        if (bundle.preKeyId !== null) handedOut.push(`ec ${bundle.preKeyId}`);
+        if (bundle.kyberPreKeyId !== lastResort.keyId) handedOut.push(`kyber ${bundle.kyberPreKeyId}`);
+      }
+    };
+    drain();
+    expect(handedOut).toEqual(['ec 1', 'kyber 1', 'ec 2', 'kyber 3', 'ec 3']);
+    // The copy names no stored key any more; it is answered ok and stores nothing.
+    const drained = serverOf(runner);
+    expect(runner.handle(deepFreeze(upload), T0)).toEqual({ kind: 'ok' });
+    expect(deviceAbstract(runner, a1.address)).toMatchObject({
+      oneTimePreKeys: 0,
+      oneTimeKyberPreKeys: 0,
+      oneTimePreKeyIdFloor: 4,
+      kyberPreKeyIdFloor: 4,
+    });
+    expect(serverOf(runner)).toEqual(drained);
+    drain();
+    expect(new Set(handedOut).size).toBe(handedOut.length);
+    // A greater id is still added.
+    expectOk(
+      runner,
+      replenish(a1, {
+        ...base,
+        oneTimePreKeys: [{ keyId: 4, publicKey: generateKeyPair(c, rng).publicKey }],
+      }),
+    );
+    expect(deviceAbstract(runner, a1.address)).toMatchObject({ oneTimePreKeys: 1, oneTimePreKeyIdFloor: 5 });
+  });
+
   it('replaces the signed prekey only with a greater id; an older upload still adds its one-time keys [WP-SRV-28]', () => {
     const runner = world();
     expectOk(runner, replenish(a1, { ...base, signedPreKey: { ...own.signedPreKey, keyId: 9 } }));

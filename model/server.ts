@@ -1,6 +1,6 @@
 /**
  * The honest server as an explicit XState machine (WHITEPAPER.md, "Server (SRV)", WP-SRV-01 …
- * WP-SRV-28): model/'s own encoding of the server rules, written on spec/ alone and checked
+ * WP-SRV-29): model/'s own encoding of the server rules, written on spec/ alone and checked
  * against impl/server.ts by the conformance suites (test/conformance/), which replay the same
  * requests on both engines and require identical responses and identical abstract state
  * (spec/server-abstract.ts).
@@ -105,6 +105,13 @@ export interface ModelDevice {
   readonly oneTimeKyberPreKeys: readonly ModelSignedPreKey[];
   /** Handed out when no one-time Kyber prekey is left, and kept (WP-SRV-14). */
   readonly lastResortKyberPreKey: ModelSignedPreKey;
+  /**
+   * WP-SRV-29: the lowest one-time EC id a replenishment may still add, one past every id this
+   * registration ever stored; it only rises.
+   */
+  readonly oneTimeIdFloor: number;
+  /** WP-SRV-29: the same bound for one-time Kyber ids (the last resort is not one-time). */
+  readonly kyberIdFloor: number;
   /** Unacknowledged envelopes, oldest first (≤ MAILBOX_CAPACITY, WP-SRV-20). */
   readonly mailbox: readonly Envelope[];
   /** Id of the next envelope stored here (WP-SRV-21). */
@@ -458,55 +465,88 @@ function storedSignedPreKey(key: ModelSignedPreKey): ModelSignedPreKey {
   return { keyId: key.keyId, publicKey: copyBytes(key.publicKey), signature: copyBytes(key.signature) };
 }
 
+/** WP-SRV-29: a kind's id floor after `added` keys of it are stored: past each of them, never lower. */
+function floorAfter(floor: number, added: readonly ModelPreKey[]): number {
+  let next = floor;
+  for (const key of added) if (key.keyId >= next) next = key.keyId + 1;
+  return next;
+}
+
 /**
- * WP-SRV-09: the stored one-time keys of one kind after a replenishment. Normally the upload's keys
- * join the end of the queue; if one of their ids is already stored (with another key: a repeat was
- * answered earlier), the device made new keys under ids it had used, so it no longer holds the stored
- * ones, and the upload's keys take their place.
+ * WP-SRV-09: the stored one-time keys of one kind after a replenishment, and (WP-SRV-29) the kind's
+ * new id floor. Normally the upload's keys join the end of the queue, except those under the floor:
+ * their ids were stored before, so they come from a copy of an upload already applied whose keys
+ * have all gone out since (had one been left, the repeat guard would have answered). If one of the
+ * upload's ids is stored (with another key: a repeat was answered earlier), the device made new keys
+ * under ids it had used, so it no longer holds the stored ones, and the upload's keys take their place.
  */
 function oneTimeKeysAfterUpload<K extends ModelPreKey>(
   stored: readonly K[],
+  floor: number,
   uploaded: readonly K[],
-): readonly K[] {
+): { readonly keys: readonly K[]; readonly floor: number } {
   const idReused = stored.some((key) => uploaded.some((u) => u.keyId === key.keyId));
-  return idReused ? uploaded : [...stored, ...uploaded];
+  if (idReused) return { keys: uploaded, floor: floorAfter(floor, uploaded) };
+  const unseen = uploaded.filter((key) => key.keyId >= floor);
+  return { keys: [...stored, ...unseen], floor: floorAfter(floor, unseen) };
 }
 
-/** WP-SRV-09: the device's one-time keys and last resort once `upload` is merged in. */
+/** WP-SRV-09, WP-SRV-29: the device's one-time keys, id floors and last resort once `upload` is merged in. */
 function preKeysAfterReplenishment(
   device: ModelDevice,
   upload: ShapedUpload,
-): Pick<ModelDevice, 'oneTimePreKeys' | 'oneTimeKyberPreKeys' | 'lastResortKyberPreKey'> {
+): Pick<
+  ModelDevice,
+  'oneTimePreKeys' | 'oneTimeKyberPreKeys' | 'lastResortKyberPreKey' | 'oneTimeIdFloor' | 'kyberIdFloor'
+> {
   const lastResort = upload.kyberPreKeys.find((key) => key.lastResort);
+  const ec = oneTimeKeysAfterUpload(
+    device.oneTimePreKeys,
+    device.oneTimeIdFloor,
+    upload.oneTimePreKeys.map((key) => ({ keyId: key.keyId, publicKey: copyBytes(key.publicKey) })),
+  );
+  const kyber = oneTimeKeysAfterUpload(
+    device.oneTimeKyberPreKeys,
+    device.kyberIdFloor,
+    upload.kyberPreKeys.filter((key) => !key.lastResort).map(storedSignedPreKey),
+  );
   return {
-    oneTimePreKeys: oneTimeKeysAfterUpload(
-      device.oneTimePreKeys,
-      upload.oneTimePreKeys.map((key) => ({ keyId: key.keyId, publicKey: copyBytes(key.publicKey) })),
-    ),
-    oneTimeKyberPreKeys: oneTimeKeysAfterUpload(
-      device.oneTimeKyberPreKeys,
-      upload.kyberPreKeys.filter((key) => !key.lastResort).map(storedSignedPreKey),
-    ),
+    oneTimePreKeys: ec.keys,
+    oneTimeKyberPreKeys: kyber.keys,
     lastResortKyberPreKey:
       lastResort === undefined ? device.lastResortKyberPreKey : storedSignedPreKey(lastResort),
+    oneTimeIdFloor: ec.floor,
+    kyberIdFloor: kyber.floor,
   };
 }
 
 /** The directory entry a registration stores (WP-SRV-08: exactly one last-resort Kyber prekey). */
 function registeredPreKeys(
   upload: ShapedUpload,
-): Pick<ModelDevice, 'signedPreKey' | 'oneTimePreKeys' | 'oneTimeKyberPreKeys' | 'lastResortKyberPreKey'> {
+): Pick<
+  ModelDevice,
+  | 'signedPreKey'
+  | 'oneTimePreKeys'
+  | 'oneTimeKyberPreKeys'
+  | 'lastResortKyberPreKey'
+  | 'oneTimeIdFloor'
+  | 'kyberIdFloor'
+> {
   const lastResort = upload.kyberPreKeys.find((key) => key.lastResort);
   if (lastResort === undefined)
     throw new InvariantError('a registration was checked to bring its last resort');
+  const oneTimeKyberPreKeys = upload.kyberPreKeys.filter((key) => !key.lastResort).map(storedSignedPreKey);
   return {
     signedPreKey: storedSignedPreKey(upload.signedPreKey),
     oneTimePreKeys: upload.oneTimePreKeys.map((key) => ({
       keyId: key.keyId,
       publicKey: copyBytes(key.publicKey),
     })),
-    oneTimeKyberPreKeys: upload.kyberPreKeys.filter((key) => !key.lastResort).map(storedSignedPreKey),
+    oneTimeKyberPreKeys,
     lastResortKyberPreKey: storedSignedPreKey(lastResort),
+    // WP-SRV-29: a registration starts the floors past its own one-time ids.
+    oneTimeIdFloor: floorAfter(0, upload.oneTimePreKeys),
+    kyberIdFloor: floorAfter(0, oneTimeKyberPreKeys),
   };
 }
 
@@ -809,7 +849,7 @@ export const RULES: Readonly<Record<string, readonly WhitepaperRuleId[]>> = Obje
   signedPreKeySignatureVerifies: ['WP-SRV-08', 'WP-PQXDH-01'],
   kyberPreKeySignaturesVerify: ['WP-SRV-08', 'WP-PQXDH-01'],
   uploadRepeatsStoredKey: ['WP-SRV-09'],
-  deviceOneTimeTotalsWithinLimit: ['WP-SRV-08', 'WP-SRV-09'],
+  deviceOneTimeTotalsWithinLimit: ['WP-SRV-08', 'WP-SRV-09', 'WP-SRV-29'],
   oneTimeKyberIdsAvoidLastResort: ['WP-SRV-08'],
   // Guards: acting devices.
   requesterAddressWellFormed: ['WP-SRV-01'],
@@ -866,7 +906,7 @@ export const RULES: Readonly<Record<string, readonly WhitepaperRuleId[]>> = Obje
   createAccount: ['WP-SRV-05', 'WP-SRV-08'],
   resetAccount: ['WP-SRV-06', 'WP-SRV-11', 'WP-SRV-19'],
   registerLinkedDevice: ['WP-SRV-07', 'WP-SRV-08'],
-  replenishPreKeys: ['WP-SRV-09', 'WP-SRV-28'],
+  replenishPreKeys: ['WP-SRV-09', 'WP-SRV-28', 'WP-SRV-29'],
   revokeRemovedDevices: ['WP-SRV-11'],
   installDeviceList: ['WP-SRV-10'],
   answerDeviceList: ['WP-SRV-12'],
@@ -1367,7 +1407,14 @@ export function createServerMachine(env: ServerMachineEnv) {
           requireShapedUpload(context),
         );
         const lastResortId = merged.lastResortKyberPreKey.keyId;
-        return !merged.oneTimeKyberPreKeys.some((key) => key.keyId === lastResortId);
+        // WP-SRV-08: an uploaded one-time Kyber key under the last resort's id is refused even when
+        // the id floor (WP-SRV-29) would not store it.
+        return (
+          !merged.oneTimeKyberPreKeys.some((key) => key.keyId === lastResortId) &&
+          !requireShapedUpload(context).kyberPreKeys.some(
+            (key) => !key.lastResort && key.keyId === lastResortId,
+          )
+        );
       },
 
       // ---- acting devices (WP-SRV-12)
@@ -1564,7 +1611,8 @@ export function createServerMachine(env: ServerMachineEnv) {
             upload.signedPreKey.keyId > device.signedPreKey.keyId
               ? storedSignedPreKey(upload.signedPreKey)
               : device.signedPreKey,
-          // WP-SRV-09: one-time keys appended, or replacing their kind when the device reused an id.
+          // WP-SRV-09: one-time keys appended, or replacing their kind when the device reused an id;
+          // WP-SRV-29: none under its kind's id floor is appended.
           ...preKeysAfterReplenishment(device, upload),
         };
         const registered = { ...account.registered, [String(address.deviceId)]: replenished };
@@ -2405,6 +2453,8 @@ export function abstractServerOf(
             oneTimePreKeys: device.oneTimePreKeys.length,
             oneTimeKyberPreKeys: device.oneTimeKyberPreKeys.length,
             lastResortKyberPreKeyId: device.lastResortKyberPreKey.keyId,
+            oneTimePreKeyIdFloor: device.oneTimeIdFloor,
+            kyberPreKeyIdFloor: device.kyberIdFloor,
             droppedByRevocation: droppedAt(Number(key)),
           }))
           .sort((a, b) => a.deviceId - b.deviceId),

@@ -6,4 +6,4 @@
  */
 
 /** The behaviour hash of this build's protocol sources. */
-export const BEHAVIOUR_HASH = '9b861dd30ef81d34f33e274dc3a1ca484aa553a83a8b648a4d41286632bb958c';
+export const BEHAVIOUR_HASH = '7c4f02d5c10ef77c93e712959cadd47772cfb085378be4928a96b00670d9cdd9';

@@ -1,6 +1,6 @@
 /**
  * The abstract projection of the honest server's state (WHITEPAPER.md, "Server (SRV)",
- * WP-SRV-01 … WP-SRV-28) that both engines report: impl/ from its plain `ServerState`
+ * WP-SRV-01 … WP-SRV-29) that both engines report: impl/ from its plain `ServerState`
  * (impl/server-abstract.ts), model/ from the server machine's context (model/server.ts). The
  * conformance suite compares the two after every request, so everything here is canonical:
  * accounts by user id, devices by device id, keys as fingerprints (spec/keys.ts `fingerprint`),
@@ -27,6 +27,10 @@ export interface ServerDeviceAbstract {
   readonly oneTimeKyberPreKeys: number;
   /** Key id of the last-resort Kyber prekey (kept when handed out, WP-SRV-14). */
   readonly lastResortKyberPreKeyId: number;
+  /** One above the greatest one-time EC prekey id ever stored for this registration (WP-SRV-29). */
+  readonly oneTimePreKeyIdFloor: number;
+  /** One above the greatest one-time Kyber prekey id ever stored for this registration (WP-SRV-29). */
+  readonly kyberPreKeyIdFloor: number;
   /** Envelopes dropped by rule at this address so far, by earlier installs (WP-SRV-11). */
   readonly droppedByRevocation: number;
 }

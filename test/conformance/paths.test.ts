@@ -1165,6 +1165,9 @@ function prefilledServers(count: number): { readonly impl: ServerState; readonly
   }
   const identityKey = install.identityKeyPair.publicKey;
   const registrationId = install.registrationId;
+  // WP-SRV-29: as a registration of these keys leaves them, one past each kind's greatest id.
+  const floorPast = (keys: readonly { readonly keyId: number }[]): number =>
+    Math.max(0, ...keys.map((key) => key.keyId + 1));
   const implDevice: ServerDevice = {
     identityKey,
     registrationId,
@@ -1173,6 +1176,8 @@ function prefilledServers(count: number): { readonly impl: ServerState; readonly
       oneTimePreKeys: upload.oneTimePreKeys,
       kyberPreKeys: oneTimeKyber,
       lastResortKyberPreKey,
+      oneTimePreKeyIdFloor: floorPast(upload.oneTimePreKeys),
+      kyberPreKeyIdFloor: floorPast(oneTimeKyber),
     },
     mailbox: { nextEnvelopeId: 1, envelopes: [] },
   };
@@ -1183,6 +1188,8 @@ function prefilledServers(count: number): { readonly impl: ServerState; readonly
     oneTimePreKeys: upload.oneTimePreKeys,
     oneTimeKyberPreKeys: oneTimeKyber,
     lastResortKyberPreKey,
+    oneTimeIdFloor: floorPast(upload.oneTimePreKeys),
+    kyberIdFloor: floorPast(oneTimeKyber),
     mailbox: [],
     nextEnvelopeId: 1,
   };

@@ -1,6 +1,6 @@
 /**
  * Quick differential check of the server's two engines (WHITEPAPER.md "Server (SRV)", WP-SRV-01 …
- * WP-SRV-25): the same request sequences — honest, out of order, and hostile (malformed fields,
+ * WP-SRV-29): the same request sequences — honest, out of order, and hostile (malformed fields,
  * wrong types, unknown kinds) — go to impl/server.ts `handleRequest` and to the model's machine
  * (model/server.ts `createServerRunner`); after every request the responses must be deeply equal
  * (error codes, rules and messages, refusals, envelope ids, bundles) and so must the abstract states
@@ -662,6 +662,29 @@ describe('server: impl/ and model/ answer alike [WP-SRV-01] [WP-SRV-27]', () => 
     stepBoth(world, upload(0), T0, 'equal id with one-time keys');
     const alice = abstractServer(c, world.impl).accounts.find((a) => a.userId === 'alice');
     expect(alice?.devices.find((d) => d.deviceId === 1)?.signedPreKeyId).toBe(5);
+  });
+
+  it('a copy of an upload arriving after every one-time key it carried went out adds none again, alike [WP-SRV-29]', () => {
+    const world = newLockstep();
+    populate(world, T0);
+    const upload: ServerRequest = {
+      kind: 'upload-prekeys',
+      device: { userId: 'alice', deviceId: 1 },
+      preKeys: replenishment('alice/1/0/0'),
+    };
+    const alice1 = () =>
+      abstractServer(c, world.impl)
+        .accounts.find((a) => a.userId === 'alice')
+        ?.devices.find((d) => d.deviceId === 1);
+    const drain = (label: string): void => {
+      for (let n = 0; alice1()?.oneTimePreKeys !== 0 || alice1()?.oneTimeKyberPreKeys !== 0; n++) {
+        stepBoth(world, { kind: 'get-bundles', userId: 'alice', deviceIds: [1] }, T0, `${label} ${n}`);
+      }
+    };
+    stepBoth(world, upload, T0, 'upload');
+    drain('hand out');
+    expect(stepBoth(world, upload, T0, 'copy')).toEqual({ kind: 'ok' });
+    expect(alice1()).toMatchObject({ oneTimePreKeys: 0, oneTimeKyberPreKeys: 0 });
   });
 
   it('the mailbox bound refuses as a whole and the dedup window forgets the oldest pair, alike [WP-SRV-19] [WP-SRV-20]', () => {

@@ -139,11 +139,15 @@ function injectDevice(w: World, options: DeviceOptions): string {
   const upload = preKeyUpload(mallory.state.prekeys);
   const lastResort = upload.kyberPreKeys.find((k) => k.lastResort);
   if (lastResort === undefined) throw new Error('no last-resort key');
+  const oneTimeKyber = upload.kyberPreKeys.filter((k) => !k.lastResort);
   const preKeys: ServerPreKeys = {
     signedPreKey: upload.signedPreKey,
     oneTimePreKeys: upload.oneTimePreKeys,
-    kyberPreKeys: upload.kyberPreKeys.filter((k) => !k.lastResort),
+    kyberPreKeys: oneTimeKyber,
     lastResortKyberPreKey: lastResort,
+    // WP-SRV-29: one past each kind's greatest id, as a registration of these keys leaves them.
+    oneTimePreKeyIdFloor: Math.max(0, ...upload.oneTimePreKeys.map((k) => k.keyId + 1)),
+    kyberPreKeyIdFloor: Math.max(0, ...oneTimeKyber.map((k) => k.keyId + 1)),
   };
   const account = w.server.accounts['bob'];
   if (account === undefined) throw new Error('no bob');

@@ -26,7 +26,7 @@ import {
   type PendingRequest,
   type SendContent,
 } from '../../impl/device.js';
-import { emptyServerState, handleRequest, type ServerState } from '../../impl/server.js';
+import { emptyServerState, handleRequest, mailboxDepth, type ServerState } from '../../impl/server.js';
 
 /** A request on its way to the server, or a response on its way back. */
 export type Packet =
@@ -330,6 +330,19 @@ export function sendQueued(
     recipients,
     content: typeof content === 'string' ? { kind: 'text', text: content } : content,
   });
+}
+
+/**
+ * True while the server holds an envelope a linked device of the world has not acknowledged yet.
+ * A healing phase that stops before this is false can miss the last step of a recovery: a resend
+ * (WP-XPORT-06) the server accepted after the recipient's final fetch.
+ */
+export function mailWaiting(world: World): boolean {
+  for (const state of world.devices.values()) {
+    if (state.lifecycle.kind !== 'linked') continue;
+    if (mailboxDepth(world.server, { userId: state.userId, deviceId: state.deviceId }) > 0) return true;
+  }
+  return false;
 }
 
 /** Every linked device resends what is unanswered (`timer.resend`), then the network runs. */

@@ -1,0 +1,11 @@
+import { presetConfig } from '../simulator/presets.js';
+import { simulate } from '../cli/simulate.js';
+const users = Number(process.argv[2] ?? 2000);
+const t0 = process.hrtime.bigint();
+const cpu0 = process.cpuUsage();
+const r = simulate(presetConfig('peak-day', 1, { engine: 'impl', workload: { users, messages: users * 10 } }));
+const s = Number(process.hrtime.bigint() - t0) / 1e9;
+const cpu = process.cpuUsage(cpu0);
+const mu = process.memoryUsage();
+console.log(JSON.stringify({ users, wall: s.toFixed(1), cpu: ((cpu.user + cpu.system) / 1e6).toFixed(1), rssMB: Math.round(mu.rss / 2**20), heapMB: Math.round(mu.heapUsed / 2**20), violations: r.violations.length, events: r.counters.events }));
+console.log("imports", (globalThis as any).__imp, "reimports", (globalThis as any).__reimp);
