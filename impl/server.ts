@@ -946,7 +946,11 @@ function getDeviceList(state: ServerState, request: Request<'get-device-list'>):
  * get-bundles: one bundle per requested current device, in request order, consuming one-time
  * keys; a listed device that has not registered is left out (WP-SRV-12).
  */
-function getBundles(state: ServerState, request: Request<'get-bundles'>): ServerStep {
+function getBundles(
+  state: ServerState,
+  request: Request<'get-bundles'>,
+  bugs?: readonly BugName[],
+): ServerStep {
   const { userId, deviceIds } = request;
   if (!isValidUserId(userId)) return fail(state, 'SERVER_MALFORMED_REQUEST', 'userId is not valid');
   if (!Array.isArray(deviceIds) || deviceIds.length > MAX_DEVICE_ID || !deviceIds.every(isValidDeviceId)) {
@@ -992,7 +996,8 @@ function getBundles(state: ServerState, request: Request<'get-bundles'>): Server
       kyberPreKey: copyBytes(kyber.publicKey),
       kyberPreKeySignature: copyBytes(kyber.signature),
     });
-    if (oneTime !== undefined || kyberOneTime !== undefined) {
+    // Planted bug server-rehands-prekey: the one-time keys stay stored (against WP-SRV-13/14).
+    if ((oneTime !== undefined || kyberOneTime !== undefined) && !planted(bugs, 'server-rehands-prekey')) {
       const preKeys: ServerPreKeys = {
         ...device.preKeys,
         oneTimePreKeys: oneTime === undefined ? oneTimePreKeys : restOneTime,
@@ -1386,7 +1391,7 @@ export function handleRequest(
     case 'get-device-list':
       return getDeviceList(state, request);
     case 'get-bundles':
-      return getBundles(state, request);
+      return getBundles(state, request, env.bugs);
     case 'send':
       return send(state, request, now, env.bugs);
     case 'fetch':

@@ -1668,7 +1668,8 @@ export function createServerMachine(env: ServerMachineEnv) {
           // WP-SRV-13: the oldest one-time prekey, handed out once and deleted (X3DH §3.3).
           const [first, ...rest] = device.oneTimePreKeys;
           handedOut.push(first ?? null);
-          if (first !== undefined) {
+          // Planted bug server-rehands-prekey: the key stays stored (against WP-SRV-13).
+          if (first !== undefined && !planted(env.bugs, 'server-rehands-prekey')) {
             const registered = {
               ...account.registered,
               [String(deviceId)]: { ...device, oneTimePreKeys: rest },
@@ -1691,7 +1692,8 @@ export function createServerMachine(env: ServerMachineEnv) {
           // WP-SRV-14: a one-time Kyber prekey (deleted) if any, else the last resort (kept).
           const [first, ...rest] = device.oneTimeKyberPreKeys;
           handedOut.push(first ?? device.lastResortKyberPreKey);
-          if (first !== undefined) {
+          // Planted bug server-rehands-prekey: the key stays stored (against WP-SRV-14).
+          if (first !== undefined && !planted(env.bugs, 'server-rehands-prekey')) {
             const registered = {
               ...account.registered,
               [String(deviceId)]: { ...device, oneTimeKyberPreKeys: rest },

@@ -6,4 +6,4 @@
  */
 
 /** The behaviour hash of this build's protocol sources. */
-export const BEHAVIOUR_HASH = '7c4f02d5c10ef77c93e712959cadd47772cfb085378be4928a96b00670d9cdd9';
+export const BEHAVIOUR_HASH = 'e764dfc7618d66e8df08a0fe03b3a31f9126cf9cc158166baa32b168701192ba';

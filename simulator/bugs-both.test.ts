@@ -27,6 +27,7 @@ const RUNS: Readonly<
   'server-keeps-plaintext': { preset: 'smoke', options: { workload: { attachments: 1 } } },
   'ignore-device-removal': { preset: 'default', options: defaultVariant() },
   'never-clean-stale': { preset: 'default', options: defaultVariant() },
+  'server-rehands-prekey': { preset: 'smoke', options: {} },
   'history-to-new-device': { preset: 'default', options: defaultVariant({ links: 1, revocations: 0 }) },
 };
 const QUICK = new Set<BugName>(

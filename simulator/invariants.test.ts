@@ -57,3 +57,70 @@ describe('revocation under rollback', () => {
     expect(found).toHaveLength(3);
   });
 });
+
+describe('one-time prekeys handed out once', () => {
+  /** A 33-byte key whose last bytes are `n` (the checker names keys by their last 8 bytes). */
+  const key = (n: number): Uint8Array => Uint8Array.from({ length: 33 }, (_, i) => (i < 25 ? 0 : n + i));
+  const registration = (lastResort: number): ServerRequest => ({
+    kind: 'register-device',
+    device: { userId: 'bob', deviceId: 2 },
+    identityKey: key(90),
+    registrationId: 7,
+    proof: new Uint8Array(64),
+    preKeys: {
+      signedPreKey: { keyId: 1, publicKey: key(91), signature: new Uint8Array(64) },
+      oneTimePreKeys: [],
+      kyberPreKeys: [
+        { keyId: 9, publicKey: key(lastResort), signature: new Uint8Array(64), lastResort: true },
+      ],
+    },
+  });
+  const bundle = (preKey: number | null, kyber: number) => ({
+    registrationId: 7,
+    deviceId: 2,
+    identityKey: key(90),
+    signedPreKeyId: 1,
+    signedPreKey: key(91),
+    signedPreKeySignature: new Uint8Array(64),
+    preKeyId: preKey,
+    preKey: preKey === null ? null : key(preKey),
+    kyberPreKeyId: kyber,
+    kyberPreKey: key(kyber),
+    kyberPreKeySignature: new Uint8Array(64),
+  });
+  const fetchBundle = (checker: Checker, preKey: number | null, kyber: number): void =>
+    checker.serverStep(
+      'alice/1',
+      { kind: 'get-bundles', userId: 'bob', deviceIds: [2] },
+      { kind: 'bundles', bundles: [bundle(preKey, kyber)] },
+      0,
+      0,
+    );
+
+  it('fires when a one-time EC or Kyber prekey comes out twice, never for the last resort [WP-SRV-13] [WP-SRV-14] [WP-SRV-29]', () => {
+    const found: Violation[] = [];
+    const checker = new Checker(nodeProvider, (v) => found.push(v));
+    checker.serverStep('bob/2', registration(50), { kind: 'ok' }, 0, 0);
+    fetchBundle(checker, 10, 20);
+    fetchBundle(checker, 11, 50);
+    fetchBundle(checker, null, 50);
+    expect(found).toEqual([]);
+    fetchBundle(checker, 10, 21);
+    fetchBundle(checker, 12, 20);
+    expect(found.map((v) => [v.property, v.message])).toEqual([
+      ['one-time-prekey-once', "the server handed out bob.2's one-time prekey 10 a second time"],
+      ['one-time-prekey-once', "the server handed out bob.2's one-time Kyber prekey 20 a second time"],
+    ]);
+  });
+
+  it("counts, without a violation, a key handed out again after its device's rollback [WP-SRV-29]", () => {
+    const found: Violation[] = [];
+    const checker = new Checker(nodeProvider, (v) => found.push(v));
+    checker.serverStep('bob/2', registration(50), { kind: 'ok' }, 0, 0);
+    fetchBundle(checker, 10, 20);
+    checker.rolledBack('bob/2', 0);
+    fetchBundle(checker, 10, 20);
+    expect(found).toEqual([]);
+    expect(checker.snapshotCounters()['prekey-rehanded-after-rollback']).toBe(2);
+  });
+});

@@ -23,6 +23,7 @@ import type { CryptoProvider } from '../spec/crypto/provider.js';
 import type { ProtocolError } from '../spec/errors.js';
 import { toHex } from '../spec/hex.js';
 import type { DeviceAddress, UserId } from '../spec/identity.js';
+import type { PreKeyBundle } from '../spec/bundle.js';
 import type { AppPayload } from '../spec/payload.js';
 import type { ServerRequest, ServerResponse } from '../spec/server-api.js';
 import { parsePreKeySignalMessage, parseSignalMessage, type ParsedSignalMessage } from '../spec/wire.js';
@@ -116,6 +117,14 @@ export const PROPERTIES: readonly PropertySpec[] = Object.freeze([
       'All faults. No request the server receives, and nothing it stores, contains a plaintext marker.',
   },
   {
+    name: 'one-time-prekey-once',
+    kind: 'always',
+    rules: ['WP-SRV-13', 'WP-SRV-14', 'WP-SRV-29'],
+    bug: 'server-rehands-prekey',
+    envelope:
+      'All faults. The server hands out each one-time EC and one-time Kyber prekey at most once (the last-resort Kyber prekey is handed out again by rule), whatever copies of prekey uploads the network delays or duplicates. A key of a device that was rolled back may be handed out again after its restored state uploads it anew (counted as prekey-rehanded-after-rollback).',
+  },
+  {
     name: 'stale-cleanup',
     kind: 'eventually',
     rules: ['WP-SES-11', 'P22'],
@@ -136,6 +145,11 @@ export function propertySpec(name: string): PropertySpec {
 const PAST_MAC = new Set(['BODY_DECRYPT_FAILED', 'PAYLOAD_MALFORMED', 'PAYLOAD_VERSION_UNKNOWN']);
 /** Error codes that show a pushed counter got past the forward-jump check. */
 const PAST_JUMP = new Set(['MAC_INVALID', ...PAST_MAC]);
+
+/** A prekey's name in the handed-out table: its kind and the last 8 bytes of its public key. */
+function prekeyName(kind: 'e' | 'k', publicKey: Uint8Array): string {
+  return kind + toHex(publicKey.subarray(publicKey.length - 8));
+}
 
 /** What the run knows of a send operation. */
 export interface SendOp {
@@ -197,6 +211,15 @@ export class Checker {
   private readonly stored = new Map<string, number>();
   private readonly acked = new Map<string, number>();
   private readonly rolledBackAt = new Map<string, number>();
+  /** Per address (`user.device`), every install that registered there (a reinstall adds one). */
+  private readonly installsAt = new Map<string, string[]>();
+  /**
+   * Every one-time prekey the server handed out: `e` or `k` and 8 bytes of the public key in hex
+   * (64 bits: no two of a peak-day's million keys collide in practice).
+   */
+  private readonly handedOut = new Set<string>();
+  /** Last-resort Kyber prekeys (the same form): handed out again by rule (WP-SRV-14). */
+  private readonly lastResortKeys = new Set<string>();
   readonly latencies: number[] = [];
   private t = 0;
   private seq = 0;
@@ -528,8 +551,26 @@ export class Checker {
     this.count(`server.${request.kind}`);
     if (response.kind === 'error') this.count(`server-errors.${response.code}`);
     if (response.kind === 'refused') this.count(`refusals.${response.refusal.kind}`);
-    if ((request.kind === 'register-account' || request.kind === 'register-device') && response.kind === 'ok')
+    if (
+      (request.kind === 'register-account' || request.kind === 'register-device') &&
+      response.kind === 'ok'
+    ) {
       this.registered(install, t);
+      const address = `${request.device.userId}.${request.device.deviceId}`;
+      this.installsAt.set(address, [...(this.installsAt.get(address) ?? []), install]);
+    }
+    if (
+      (request.kind === 'register-account' ||
+        request.kind === 'register-device' ||
+        request.kind === 'upload-prekeys') &&
+      response.kind === 'ok'
+    ) {
+      for (const key of request.preKeys.kyberPreKeys)
+        if (key.lastResort) this.lastResortKeys.add(prekeyName('k', key.publicKey));
+    }
+    if (request.kind === 'get-bundles' && response.kind === 'bundles') {
+      for (const bundle of response.bundles) this.bundleHandedOut(request.userId, bundle);
+    }
     if (request.kind === 'ack') {
       const a = `${request.device.userId}.${request.device.deviceId}`;
       this.acked.set(a, (this.acked.get(a) ?? 0) + ackRemoved);
@@ -556,6 +597,33 @@ export class Checker {
           'server-sees-no-plaintext',
           `the server received a plaintext marker in a ${request.kind} from ${install}`,
         );
+    }
+  }
+
+  /**
+   * one-time-prekey-once (WP-SRV-13, WP-SRV-14, WP-SRV-29): the one-time keys of a bundle the server
+   * handed out were never handed out before.
+   */
+  private bundleHandedOut(userId: UserId, bundle: PreKeyBundle): void {
+    const address = `${userId}.${bundle.deviceId}`;
+    const keys: [string, string][] = [];
+    if (bundle.preKey !== null)
+      keys.push([prekeyName('e', bundle.preKey), `one-time prekey ${bundle.preKeyId}`]);
+    if (bundle.kyberPreKey !== null) {
+      const name = prekeyName('k', bundle.kyberPreKey);
+      if (!this.lastResortKeys.has(name)) keys.push([name, `one-time Kyber prekey ${bundle.kyberPreKeyId}`]);
+    }
+    for (const [name, what] of keys) {
+      if (!this.handedOut.has(name)) {
+        this.handedOut.add(name);
+        continue;
+      }
+      // A restored device uploads again what its snapshot had not yet seen answered.
+      if ((this.installsAt.get(address) ?? []).some((i) => this.rolledBackAt.has(i))) {
+        this.count('prekey-rehanded-after-rollback');
+      } else {
+        this.violate('one-time-prekey-once', `the server handed out ${address}'s ${what} a second time`);
+      }
     }
   }
 

@@ -16,6 +16,8 @@ export const PLANTED_BUGS = Object.freeze({
   'never-clean-stale': 'stale records are never deleted (stale-cleanup liveness property)',
   'server-drops-message': 'the server loses an accepted message (exactly-once delivery invariant)',
   'server-keeps-plaintext': 'the server stores a plaintext copy (server-sees-no-plaintext invariant)',
+  'server-rehands-prekey':
+    'the server hands out one-time prekeys without deleting them (one-time-prekey-once invariant)',
   'history-to-new-device':
     'a newly linked device receives messages sent before it was linked (no-history invariant)',
 } as const);

@@ -16,6 +16,7 @@
  * browser-safe: it imports no platform module.
  * @module
  */
+import { equalBytes } from '../bytes.js';
 
 /** The SHA-3 functions ML-KEM needs (FIPS 202): H, G, J, PRF and XOF of FIPS 203 §4.1. */
 export interface Sha3Functions {
@@ -341,14 +342,6 @@ function pkeDecrypt(dk: Uint8Array, c: Uint8Array): Uint8Array {
   return m;
 }
 
-/** Constant-length byte comparison (no early exit). */
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  let diff = 0;
-  for (let i = 0; i < a.length; i++) diff |= (a[i] as number) ^ (b[i] as number);
-  return diff === 0;
-}
-
 /**
  * ML-KEM-1024 over the given SHA-3 functions. `sampleNttFirstBytes` (a multiple of 3, default
  * {@link SAMPLE_NTT_FIRST_BYTES}) is SampleNTT's first squeeze per matrix entry; the results do not
@@ -414,7 +407,7 @@ export function createMlKem1024(
       const h = secretKey.subarray(T_HAT_BYTES + PUBLIC_KEY_BYTES, T_HAT_BYTES + PUBLIC_KEY_BYTES + 32);
       const z = secretKey.subarray(T_HAT_BYTES + PUBLIC_KEY_BYTES + 32);
       // §7.3 input check: the stored H(ek) matches the embedded ek.
-      if (!sameBytes(sha3.sha3_256(ek), h)) return null;
+      if (!equalBytes(sha3.sha3_256(ek), h)) return null;
       // Alg. 18
       const mPrime = pkeDecrypt(secretKey.subarray(0, T_HAT_BYTES), cipherText);
       const kr = sha3.sha3_512(mPrime, h);
@@ -423,7 +416,7 @@ export function createMlKem1024(
       zc.set(z);
       zc.set(cipherText, 32);
       const kBar = sha3.shake256(zc, 32);
-      const valid = sameBytes(again, cipherText);
+      const valid = equalBytes(again, cipherText);
       const result = valid ? kr.slice(0, 32) : kBar;
       mPrime.fill(0);
       kr.fill(0);
