@@ -6,4 +6,4 @@
  */
 
 /** The behaviour hash of this build's protocol sources. */
-export const BEHAVIOUR_HASH = 'e764dfc7618d66e8df08a0fe03b3a31f9126cf9cc158166baa32b168701192ba';
+export const BEHAVIOUR_HASH = '13278b47cd77e09896ae746c99be870fce221d42849d97dd69a93c19e539ab79';

@@ -146,9 +146,24 @@ const PAST_MAC = new Set(['BODY_DECRYPT_FAILED', 'PAYLOAD_MALFORMED', 'PAYLOAD_V
 /** Error codes that show a pushed counter got past the forward-jump check. */
 const PAST_JUMP = new Set(['MAC_INVALID', ...PAST_MAC]);
 
-/** A prekey's name in the handed-out table: its kind and the last 8 bytes of its public key. */
-function prekeyName(kind: 'e' | 'k', publicKey: Uint8Array): string {
-  return kind + toHex(publicKey.subarray(publicKey.length - 8));
+/**
+ * A prekey's tag in its address's ledger: the last 6 bytes of its public key as a number, plus 2^48
+ * for a Kyber key. 48 bits per device, which holds a few dozen keys: no two collide in practice.
+ */
+function prekeyTag(kind: 'e' | 'k', publicKey: Uint8Array): number {
+  let tag = 0;
+  for (let i = publicKey.length - 6; i < publicKey.length; i++) tag = tag * 256 + (publicKey[i] ?? 0);
+  return kind === 'k' ? tag + 2 ** 48 : tag;
+}
+
+/** What one-time-prekey-once knows of an address. */
+interface PrekeyLedger {
+  /** The installs that registered at the address, in order. */
+  readonly installs: string[];
+  /** Every one-time prekey the server handed out for the address. */
+  readonly handedOut: Set<number>;
+  /** Its last-resort Kyber prekeys, handed out again by rule (WP-SRV-14). */
+  readonly lastResort: Set<number>;
 }
 
 /** What the run knows of a send operation. */
@@ -211,15 +226,12 @@ export class Checker {
   private readonly stored = new Map<string, number>();
   private readonly acked = new Map<string, number>();
   private readonly rolledBackAt = new Map<string, number>();
-  /** Per address (`user.device`), every install that registered there (a reinstall adds one). */
-  private readonly installsAt = new Map<string, string[]>();
   /**
-   * Every one-time prekey the server handed out: `e` or `k` and 8 bytes of the public key in hex
-   * (64 bits: no two of a peak-day's million keys collide in practice).
+   * Per address (`user.device`): the installs that registered there (a reinstall adds one) and the
+   * prekeys the one-time-prekey-once property needs, as {@link prekeyTag} numbers (no strings: a
+   * peak-day hands out most of a million keys).
    */
-  private readonly handedOut = new Set<string>();
-  /** Last-resort Kyber prekeys (the same form): handed out again by rule (WP-SRV-14). */
-  private readonly lastResortKeys = new Set<string>();
+  private readonly prekeyLedgers = new Map<string, PrekeyLedger>();
   readonly latencies: number[] = [];
   private t = 0;
   private seq = 0;
@@ -556,8 +568,7 @@ export class Checker {
       response.kind === 'ok'
     ) {
       this.registered(install, t);
-      const address = `${request.device.userId}.${request.device.deviceId}`;
-      this.installsAt.set(address, [...(this.installsAt.get(address) ?? []), install]);
+      this.prekeyLedger(request.device.userId, request.device.deviceId).installs.push(install);
     }
     if (
       (request.kind === 'register-account' ||
@@ -565,8 +576,9 @@ export class Checker {
         request.kind === 'upload-prekeys') &&
       response.kind === 'ok'
     ) {
+      const ledger = this.prekeyLedger(request.device.userId, request.device.deviceId);
       for (const key of request.preKeys.kyberPreKeys)
-        if (key.lastResort) this.lastResortKeys.add(prekeyName('k', key.publicKey));
+        if (key.lastResort) ledger.lastResort.add(prekeyTag('k', key.publicKey));
     }
     if (request.kind === 'get-bundles' && response.kind === 'bundles') {
       for (const bundle of response.bundles) this.bundleHandedOut(request.userId, bundle);
@@ -605,26 +617,40 @@ export class Checker {
    * handed out were never handed out before.
    */
   private bundleHandedOut(userId: UserId, bundle: PreKeyBundle): void {
-    const address = `${userId}.${bundle.deviceId}`;
-    const keys: [string, string][] = [];
+    const ledger = this.prekeyLedger(userId, bundle.deviceId);
+    const keys: [number, string][] = [];
     if (bundle.preKey !== null)
-      keys.push([prekeyName('e', bundle.preKey), `one-time prekey ${bundle.preKeyId}`]);
+      keys.push([prekeyTag('e', bundle.preKey), `one-time prekey ${bundle.preKeyId}`]);
     if (bundle.kyberPreKey !== null) {
-      const name = prekeyName('k', bundle.kyberPreKey);
-      if (!this.lastResortKeys.has(name)) keys.push([name, `one-time Kyber prekey ${bundle.kyberPreKeyId}`]);
+      const tag = prekeyTag('k', bundle.kyberPreKey);
+      if (!ledger.lastResort.has(tag)) keys.push([tag, `one-time Kyber prekey ${bundle.kyberPreKeyId}`]);
     }
-    for (const [name, what] of keys) {
-      if (!this.handedOut.has(name)) {
-        this.handedOut.add(name);
+    for (const [tag, what] of keys) {
+      if (!ledger.handedOut.has(tag)) {
+        ledger.handedOut.add(tag);
         continue;
       }
       // A restored device uploads again what its snapshot had not yet seen answered.
-      if ((this.installsAt.get(address) ?? []).some((i) => this.rolledBackAt.has(i))) {
+      if (ledger.installs.some((i) => this.rolledBackAt.has(i))) {
         this.count('prekey-rehanded-after-rollback');
       } else {
-        this.violate('one-time-prekey-once', `the server handed out ${address}'s ${what} a second time`);
+        this.violate(
+          'one-time-prekey-once',
+          `the server handed out ${userId}.${bundle.deviceId}'s ${what} a second time`,
+        );
       }
     }
+  }
+
+  /** The prekey ledger of an address, made empty on first use. */
+  private prekeyLedger(userId: UserId, deviceId: number): PrekeyLedger {
+    const address = `${userId}.${deviceId}`;
+    let ledger = this.prekeyLedgers.get(address);
+    if (ledger === undefined) {
+      ledger = { installs: [], handedOut: new Set(), lastResort: new Set() };
+      this.prekeyLedgers.set(address, ledger);
+    }
+    return ledger;
   }
 
   /** End of run: the server's stored bytes carry no marker. */
