@@ -6,4 +6,4 @@
  */
 
 /** The behaviour hash of this build's protocol sources. */
-export const BEHAVIOUR_HASH = '13278b47cd77e09896ae746c99be870fce221d42849d97dd69a93c19e539ab79';
+export const BEHAVIOUR_HASH = '90e74807a284f1d2d3f76ea532f8fe2adebbe5e745f46a59d77c0a0ef215ff2b';

@@ -37,17 +37,13 @@ import {
 } from '../constants.js';
 import { UsageError } from '../errors.js';
 import type { Rng } from '../rng.js';
+import { encapsulationKeyReduced } from './ml-kem.js';
 import type { CryptoProvider } from './provider.js';
 
 /** WP-KEYS-09: bytes a Kyber-1024 key generation draws (the ML-KEM seed `d ‖ z`). */
 export const KEM_KEYGEN_SEED_LENGTH = 64;
 /** WP-KEYS-09: bytes a Kyber-1024 encapsulation draws (hashed with SHA3-256 before use). */
 export const KEM_ENCAPSULATION_SEED_LENGTH = 32;
-
-/** The Kyber modulus q (Kyber v3.02 §1.1; FIPS 203 §2.4). */
-const KYBER_Q = 3329;
-/** Bytes of the encoded vector t̂ in a Kyber-1024 public key: k = 4 polynomials × 384 bytes. */
-const KYBER1024_T_HAT_LENGTH = 4 * 384;
 
 /** A Kyber-1024 key pair in libsignal's encoding (`0x08 ‖ raw`). */
 export interface KemKeyPair {
@@ -88,16 +84,7 @@ function roundThreeKdf(crypto: CryptoProvider, kBar: Uint8Array, rawCiphertext: 
  * when decoding it (an honest key always passes).
  */
 export function kemPublicKeyCoefficientsReduced(rawPublicKey: Uint8Array): boolean {
-  if (rawPublicKey.length !== KYBER1024_PUBLIC_KEY_LENGTH) return false;
-  // ByteEncode12 packs two 12-bit coefficients little-endian into every 3 bytes.
-  for (let i = 0; i < KYBER1024_T_HAT_LENGTH; i += 3) {
-    const b0 = rawPublicKey[i] ?? 0;
-    const b1 = rawPublicKey[i + 1] ?? 0;
-    const b2 = rawPublicKey[i + 2] ?? 0;
-    if ((b0 | ((b1 & 0x0f) << 8)) >= KYBER_Q) return false;
-    if (((b1 >> 4) | (b2 << 4)) >= KYBER_Q) return false;
-  }
-  return true;
+  return encapsulationKeyReduced(rawPublicKey);
 }
 
 /**

@@ -16,7 +16,7 @@ import { equalBytes } from '../bytes.js';
 import { KYBER1024_PUBLIC_KEY_LENGTH, KYBER1024_SECRET_KEY_LENGTH } from '../constants.js';
 import { toHex } from '../hex.js';
 import { BoundedLru } from '../lru.js';
-import type { MlKem1024, Sha3Functions } from './ml-kem.js';
+import { ML_KEM1024_T_HAT_BYTES, type MlKem1024, type Sha3Functions } from './ml-kem.js';
 
 /** noble's SHA-3 family. */
 export const nobleSha3: Sha3Functions = Object.freeze({
@@ -29,9 +29,6 @@ export const nobleSha3: Sha3Functions = Object.freeze({
 /** Bound of the prepared-key memo (module doc): about 12 KiB per key (Â, t̂ and the key). */
 export const PREPARED_KEY_MEMO_MAX = 256;
 
-/** Bytes of the encoded vector t̂ in a Kyber-1024 public key: k = 4 polynomials × 384 bytes. */
-const T_HAT_LENGTH = 4 * 384;
-
 /** Prepared public keys by the hex of their seed ρ. */
 const preparedKeys = new BoundedLru<string, KEMPrepared>(PREPARED_KEY_MEMO_MAX);
 
@@ -40,7 +37,7 @@ const preparedKeys = new BoundedLru<string, KEMPrepared>(PREPARED_KEY_MEMO_MAX);
  * prepared recently. Throws (as `prepare` does) on a key that fails the FIPS 203 modulus check.
  */
 function preparedKey(rawPublicKey: Uint8Array): KEMPrepared {
-  const name = toHex(rawPublicKey.subarray(T_HAT_LENGTH));
+  const name = toHex(rawPublicKey.subarray(ML_KEM1024_T_HAT_BYTES));
   const known = preparedKeys.get(name);
   // Two keys may share ρ (t̂ differs): only identical bytes reuse the prepared key.
   if (known !== undefined && equalBytes(known.publicKey, rawPublicKey)) return known;

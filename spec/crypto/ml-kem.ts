@@ -17,6 +17,11 @@
  * @module
  */
 import { equalBytes } from '../bytes.js';
+import {
+  KYBER1024_CIPHERTEXT_LENGTH,
+  KYBER1024_PUBLIC_KEY_LENGTH,
+  KYBER1024_SECRET_KEY_LENGTH,
+} from '../constants.js';
 
 /** The SHA-3 functions ML-KEM needs (FIPS 202): H, G, J, PRF and XOF of FIPS 203 §4.1. */
 export interface Sha3Functions {
@@ -54,7 +59,9 @@ export interface MlKem1024 {
 }
 
 const N = 256;
-const Q = 3329;
+/** The modulus q (FIPS 203 §2.4; Kyber v3.02 §1.1). */
+export const ML_KEM_Q = 3329;
+const Q = ML_KEM_Q;
 const K = 4;
 const DU = 11;
 const DV = 5;
@@ -62,13 +69,15 @@ const DV = 5;
 const N_INV = 3303;
 /** Bytes of one polynomial under ByteEncode12. */
 const POLY_BYTES = 384;
-const T_HAT_BYTES = K * POLY_BYTES;
+/** Bytes of the encoded vector t̂ (and of dk_PKE): k polynomials under ByteEncode12. */
+export const ML_KEM1024_T_HAT_BYTES = K * POLY_BYTES;
+const T_HAT_BYTES = ML_KEM1024_T_HAT_BYTES;
 /** ek = ByteEncode12(t̂) ‖ ρ. */
-const PUBLIC_KEY_BYTES = T_HAT_BYTES + 32;
+const PUBLIC_KEY_BYTES = KYBER1024_PUBLIC_KEY_LENGTH;
 /** dk = dk_PKE ‖ ek ‖ H(ek) ‖ z. */
-const SECRET_KEY_BYTES = T_HAT_BYTES + PUBLIC_KEY_BYTES + 64;
+const SECRET_KEY_BYTES = KYBER1024_SECRET_KEY_LENGTH;
 const U_BYTES = (N * DU) / 8;
-const CIPHERTEXT_BYTES = K * U_BYTES + (N * DV) / 8;
+const CIPHERTEXT_BYTES = KYBER1024_CIPHERTEXT_LENGTH;
 /** SHAKE128's rate: XOF output is read in whole blocks. */
 const SHAKE128_RATE = 168;
 /**
@@ -219,19 +228,33 @@ function encode12(polys: readonly Uint16Array[], out: Uint8Array, offset: number
   }
 }
 
+/** The 12-bit value `index` of a ByteEncode12 string (two per 3 bytes, little-endian). */
+function word12(bytes: Uint8Array, index: number): number {
+  const o = (index >> 1) * 3;
+  return index & 1
+    ? ((bytes[o + 1] as number) >> 4) | ((bytes[o + 2] as number) << 4)
+    : (bytes[o] as number) | (((bytes[o + 1] as number) & 0x0f) << 8);
+}
+
 /** ByteDecode12 of one polynomial at `offset`, each 12-bit value taken mod q (FIPS 203 §4.2.1). */
 function decode12(bytes: Uint8Array, offset: number): Uint16Array {
   const f = new Uint16Array(N);
-  for (let j = 0, o = offset; j < N; j += 2, o += 3) {
-    const b0 = bytes[o] as number;
-    const b1 = bytes[o + 1] as number;
-    const b2 = bytes[o + 2] as number;
-    const a = b0 | ((b1 & 0x0f) << 8);
-    const b = (b1 >> 4) | (b2 << 4);
+  const start = (offset / 3) * 2;
+  for (let j = 0; j < N; j++) {
+    const a = word12(bytes, start + j);
     f[j] = a >= Q ? a - Q : a;
-    f[j + 1] = b >= Q ? b - Q : b;
   }
   return f;
+}
+
+/**
+ * FIPS 203 §7.2 encapsulation-key check on a raw 1568-byte key: every 12-bit coefficient of t̂ is
+ * below q (ByteEncode12(ByteDecode12(t̂)) = t̂).
+ */
+export function encapsulationKeyReduced(rawPublicKey: Uint8Array): boolean {
+  if (rawPublicKey.length !== PUBLIC_KEY_BYTES) return false;
+  for (let i = 0; i < K * N; i++) if (word12(rawPublicKey, i) >= Q) return false;
+  return true;
 }
 
 /** ByteEncode_d(Compress_d(f)) appended to `out` at `offset` (d < 12, little-endian bit order). */
